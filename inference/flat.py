@@ -44,7 +44,7 @@ class FlatView:
             batch = v.shape[: v.dim() - len(shape)]
             if v.shape[v.dim() - len(shape):] != shape:
                 raise ValueError(f"site {name!r} must end in shape {tuple(shape)}, got {tuple(v.shape)}")
-            parts.append(v.reshape(batch + (-1,)))
+            parts.append(v.reshape((*batch, -1)))
         return torch.cat(parts, -1)
 
     def unravel(self, flat: Tensor) -> dict[str, Tensor]:
