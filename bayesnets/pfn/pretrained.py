@@ -1,0 +1,44 @@
+"""PFN weights shipped inside the package (``bayesnets/pfn/weights/<name>.safetensors``).
+
+``PFN.pretrained("gp")`` reads them from the installed package — no network access. Every
+file carries its training record (recipe, steps, device, final loss, wall time) and the
+task prior it was trained on, in its safetensors metadata; they were produced by
+:mod:`bayesnets.pfn.recipes` (see ``docs/pfn.md``).
+
+Available:
+
+* ``"gp"`` — GP-hyperprior PFN for 1-5 input features on ``[0, 1]^d`` and standardised
+  targets (:func:`bayesnets.pfn.recipes.gp_prior`), up to ~200 training points.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from bayesnets.pfn.model import PFN
+from priors.tasks import TaskPrior, prior_from_config
+
+__all__ = ["available", "load_pretrained", "pretrained_prior"]
+
+_PACKAGE = "bayesnets.pfn.weights"
+
+
+def available() -> list[str]:
+    """Names of the shipped PFNs."""
+    return sorted(p.name.removesuffix(".safetensors") for p in resources.files(_PACKAGE).iterdir()
+                  if p.name.endswith(".safetensors"))
+
+
+def load_pretrained(name: str = "gp") -> PFN:
+    """Load a shipped PFN (float32, eval mode, on the CPU; move it with ``.to(device)``)."""
+    names = available()
+    if name not in names:
+        raise ValueError(f"no shipped PFN named {name!r}; available: {names}")
+    with resources.as_file(resources.files(_PACKAGE) / f"{name}.safetensors") as path:
+        model = PFN.load(path)
+    return model.eval()
+
+
+def pretrained_prior(name: str = "gp") -> TaskPrior:
+    """The task prior a shipped PFN was trained on (from its metadata)."""
+    return prior_from_config(load_pretrained(name).metadata["training"]["prior"])
