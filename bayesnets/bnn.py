@@ -153,13 +153,18 @@ class BayesianNet(PyroModule):
         like = self._like(x)
         probe = x[:2]
         weights = {n: p.detach().to(like) for n, p in self.net.named_parameters()}
+        was_training = self.net.training
         try:
+            # Eval mode: a shape probe must not update running statistics (BatchNorm, PowerNorm).
+            self.net.eval()
             with torch.no_grad():
                 f = functional_call(self.net, weights, (probe,))
         except (RuntimeError, TypeError, IndexError, ValueError) as err:
             raise ValueError(
                 f"x of shape {tuple(x.shape)} does not fit the module ({type(self.net).__name__}): {err}"
             ) from err
+        finally:
+            self.net.train(was_training)
         if not isinstance(f, Tensor) or f.dim() != 2 or f.shape != (probe.shape[0], self.likelihood.num_outputs):
             got = tuple(f.shape) if isinstance(f, Tensor) else type(f).__name__
             raise ValueError(
@@ -174,12 +179,15 @@ class BayesianNet(PyroModule):
         return x, y
 
     # ------------------------------------------------------------ Pyro model
-    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, y: Tensor | None = None, num_data: int | None = None) -> Tensor:
         """The Pyro model: sample every latent site, then observe ``y`` in a plate.
 
         Args:
             x: inputs ``[N, ...]``.
             y: targets ``[N]`` / ``[N, num_outputs]``, or None to sample them.
+            num_data: total dataset size when ``x`` is a minibatch of ``B`` rows: the plate
+                is then subsampled (size ``num_data``, these ``B`` rows), so Pyro scales the
+                log-likelihood by ``num_data / B``, as :meth:`log_density` does.
 
         Returns:
             Network output ``f`` of shape ``[N, num_outputs]``.
@@ -189,7 +197,13 @@ class BayesianNet(PyroModule):
         weights = {n: pyro.sample(n, d) for n, d in self.prior.weight_dists(hyper, like).items()}
         noise = {n: pyro.sample(n, d) for n, d in self.likelihood.hyper_sites(like).items()}
         f = functional_call(self.net, weights, (x,))
-        with pyro.plate("data", x.shape[0]):
+        if num_data is None:
+            plate = pyro.plate("data", x.shape[0])
+        elif int(num_data) < x.shape[0]:
+            raise ValueError(f"num_data ({num_data}) must be at least the number of rows of x ({x.shape[0]})")
+        else:
+            plate = pyro.plate("data", int(num_data), subsample=torch.arange(x.shape[0], device=x.device))
+        with plate:
             pyro.sample(OBS, self.likelihood.dist(f, noise), obs=y)
         return f
 

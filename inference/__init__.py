@@ -2,8 +2,23 @@
 
 from inference import diagnostics
 from inference.engine import Engine
+from inference.ensembles import DeepEnsemble
 from inference.hmc import HMC, NUTS
 from inference.posterior import Posterior, Prediction
+from inference.sgmcmc import SGHMC, SGLD, AdaptiveSGHMC, CyclicalSGMCMC
 from inference.vi import SVI
 
-__all__ = ["HMC", "NUTS", "SVI", "Engine", "Posterior", "Prediction", "diagnostics"]
+__all__ = [
+    "HMC",
+    "NUTS",
+    "SGHMC",
+    "SGLD",
+    "SVI",
+    "AdaptiveSGHMC",
+    "CyclicalSGMCMC",
+    "DeepEnsemble",
+    "Engine",
+    "Posterior",
+    "Prediction",
+    "diagnostics",
+]
