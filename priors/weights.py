@@ -27,12 +27,16 @@ from torch import Tensor, nn
 from priors.distributions import positive_float
 
 __all__ = [
+    "GaussianWeightPrior",
     "HierarchicalGaussian",
     "IIDGaussian",
     "LayerwiseGaussian",
     "WeightPrior",
     "fan_in",
 ]
+
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 def fan_in(shape: torch.Size) -> int:
@@ -134,7 +138,37 @@ class WeightPrior(nn.Module, ABC):
         return total
 
 
-class IIDGaussian(WeightPrior):
+class GaussianWeightPrior(WeightPrior):
+    """Base for priors whose every tensor is zero-mean Gaussian given the hyper sites.
+
+    Subclasses give per-tensor standard deviations (:meth:`weight_scales`); the
+    distributions and a closed-form log-density follow. The closed form matters: the
+    prior term sits in every gradient step of every sampler, and building a ``Normal``
+    per tensor per call cost about a third of a small network's step.
+    """
+
+    @abstractmethod
+    def weight_scales(self, hyper: Mapping[str, Tensor], like: Tensor) -> dict[str, Tensor]:
+        """Parameter name -> prior standard deviation, ``[*batch]`` (``[]`` when fixed)."""
+
+    def weight_dists(self, hyper: Mapping[str, Tensor], like: Tensor) -> dict[str, dist.Distribution]:
+        return {n: _normal(s, self.shapes[n]) for n, s in self.weight_scales(hyper, like).items()}
+
+    def log_prob(self, params: Mapping[str, Tensor]) -> Tensor:
+        some = next(iter(params.values()))
+        total = torch.zeros((), dtype=some.dtype, device=some.device)
+        for name, d in self.hyper_sites(some).items():
+            total = total + d.log_prob(params[name])
+        for name, scale in self.weight_scales(params, some).items():
+            shape = self.shapes[name]
+            w = params[name]
+            n = math.prod(shape)
+            sq = w.square().sum(tuple(range(w.dim() - len(shape), w.dim()))) if shape else w.square()
+            total = total - 0.5 * sq / scale.square() - n * (scale.log() + _HALF_LOG_2PI)
+        return total
+
+
+class IIDGaussian(GaussianWeightPrior):
     """Every parameter i.i.d. ``N(0, scale²)`` (the "FG"-style fixed prior).
 
     Args:
@@ -150,12 +184,12 @@ class IIDGaussian(WeightPrior):
     def scale(self) -> Tensor:
         return self.log_scale.exp()
 
-    def weight_dists(self, hyper: Mapping[str, Tensor], like: Tensor) -> dict[str, dist.Distribution]:
+    def weight_scales(self, hyper: Mapping[str, Tensor], like: Tensor) -> dict[str, Tensor]:
         s = self.scale.to(like)
-        return {name: _normal(s, shape) for name, shape in self.shapes.items()}
+        return dict.fromkeys(self.shapes, s)
 
 
-class LayerwiseGaussian(WeightPrior):
+class LayerwiseGaussian(GaussianWeightPrior):
     """Zero-mean Gaussian per tensor with ``std = scale / sqrt(fan_in)`` for weights.
 
     Each parameter tensor gets its own scale (initialised to ``scale`` for weights and
@@ -199,11 +233,11 @@ class LayerwiseGaussian(WeightPrior):
             out[name] = s
         return out
 
-    def weight_dists(self, hyper: Mapping[str, Tensor], like: Tensor) -> dict[str, dist.Distribution]:
-        return {name: _normal(s.to(like), self.shapes[name]) for name, s in self.scales().items()}
+    def weight_scales(self, hyper: Mapping[str, Tensor], like: Tensor) -> dict[str, Tensor]:
+        return {name: s.to(like) for name, s in self.scales().items()}
 
 
-class HierarchicalGaussian(WeightPrior):
+class HierarchicalGaussian(GaussianWeightPrior):
     """Gaussian weights with a Gamma hyperprior on each tensor's precision.
 
     ``precision_k ~ Gamma(concentration, rate)`` and ``w ~ N(0, 1/precision_k)`` (divided
@@ -246,11 +280,11 @@ class HierarchicalGaussian(WeightPrior):
         b = self.log_rate.to(like).exp()
         return {self.site_name(name): dist.Gamma(a[i], b[i]) for i, name in enumerate(self.shapes)}
 
-    def weight_dists(self, hyper: Mapping[str, Tensor], like: Tensor) -> dict[str, dist.Distribution]:
+    def weight_scales(self, hyper: Mapping[str, Tensor], like: Tensor) -> dict[str, Tensor]:
         out = {}
         for name, shape in self.shapes.items():
             var = hyper[self.site_name(name)].reciprocal()
             if self.fan_in:
                 var = var / fan_in(shape)
-            out[name] = _normal(var.sqrt(), shape)
+            out[name] = var.sqrt()
         return out
