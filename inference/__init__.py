@@ -3,7 +3,7 @@
 from inference import diagnostics
 from inference.engine import Engine
 from inference.ensembles import DeepEnsemble
-from inference.hmc import HMC, NUTS
+from inference.hmc import HMC, NUTS, BatchedHMC
 from inference.posterior import Posterior, Prediction
 from inference.sgmcmc import SGHMC, SGLD, AdaptiveSGHMC, CyclicalSGMCMC
 from inference.vi import SVI
@@ -15,6 +15,7 @@ __all__ = [
     "SGLD",
     "SVI",
     "AdaptiveSGHMC",
+    "BatchedHMC",
     "CyclicalSGMCMC",
     "DeepEnsemble",
     "Engine",
