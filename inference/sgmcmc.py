@@ -43,6 +43,7 @@ arXiv:1402.4102); Springenberg et al. 2016 (adaptive SGHMC, NeurIPS); Zhang et a
 from __future__ import annotations
 
 import inspect
+import itertools
 import math
 import time
 import warnings
@@ -111,6 +112,10 @@ class Potential(ABC):
     def constrain(self, z: Tensor) -> dict[str, Tensor]:
         """``[*batch, D]`` unconstrained -> constrained site values ``{name: [*batch, *shape]}``."""
 
+    @abstractmethod
+    def unconstrain(self, params: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Constrained values of some sites ``{name: [*batch, *shape]}`` -> unconstrained."""
+
 
 def _grad_and_value(fn: Callable[[Tensor], Tensor], z: Tensor) -> tuple[Tensor, Tensor]:
     """``(d/dz sum(fn(z)), fn(z))`` for ``fn: [C, D] -> [C]`` whose rows depend on their own row
@@ -159,6 +164,10 @@ class _FastPotential(Potential):
     def constrain(self, z: Tensor) -> dict[str, Tensor]:
         with torch.no_grad():
             return self.model.constrain(self.view.unravel(z))
+
+    def unconstrain(self, params: dict[str, Tensor]) -> dict[str, Tensor]:
+        with torch.no_grad():
+            return self.model.unconstrain(params)
 
 
 def _accepts_num_data(model: Any) -> bool:
@@ -262,6 +271,10 @@ class _TracePotential(Potential):
             u = self.view.unravel(z)
             return {n: t(u[n]) for n, t in self.transforms.items()}
 
+    def unconstrain(self, params: dict[str, Tensor]) -> dict[str, Tensor]:
+        with torch.no_grad():
+            return {n: self.transforms[n].inv(v) for n, v in params.items()}
+
 
 def make_potential(model: Any, x: Tensor, y: Tensor | None, num_data: int,
                    likelihood_only: bool = False) -> Potential:
@@ -340,6 +353,31 @@ def _resolve_data(model: Any, x: Tensor | DataLoader, y: Tensor | None, batch_si
     return _Data(num_data, b, probe, _tensor_stream(x, y, b, num_chains), (x, y))
 
 
+# ===================================================================== Gibbs steps
+#: A Gibbs step: constrained values of all sites ``{name: [chains, *shape]}`` -> new
+#: constrained values for some of them.
+Gibbs = Callable[[dict[str, Tensor]], dict[str, Tensor]]
+
+
+def _gibbs_step(potential: Potential, z: Tensor, gibbs: Gibbs) -> Tensor:
+    """Positions ``[C, D]`` with the sites ``gibbs`` returns overwritten (in unconstrained space)."""
+    updates = gibbs(potential.constrain(z))
+    unknown = set(updates) - set(potential.view.shapes)
+    if unknown:
+        raise ValueError(f"the gibbs step returned unknown sites {sorted(unknown)}; the model's sites are "
+                         f"{list(potential.view.shapes)}")
+    view = potential.view
+    starts = dict(zip(view.shapes, itertools.accumulate([0, *view.sizes])))
+    out = z.clone()
+    for name, value in potential.unconstrain(updates).items():
+        want = (z.shape[0], *view.shapes[name])
+        if tuple(value.shape) != want:
+            raise ValueError(f"the gibbs step must return {name!r} of shape {list(want)} ([chains, *site]), got "
+                             f"{tuple(value.shape)}")
+        out[:, starts[name]:starts[name] + math.prod(want[1:])] = value.reshape(z.shape[0], -1)
+    return out
+
+
 # ===================================================================== runner
 class _SGMCMC(Engine):
     """Shared runner: chains, minibatches, burn-in, thinning, progress, collection."""
@@ -400,8 +438,8 @@ class _SGMCMC(Engine):
         """One update from the pure steps of :mod:`inference.sgmcmc_steps`."""
 
     # ------------------------------------------------------------------ fit
-    def fit(self, model: Any, x: Tensor | DataLoader, y: Tensor | None = None,
-            progress: bool = True) -> Posterior:
+    def fit(self, model: Any, x: Tensor | DataLoader, y: Tensor | None = None, progress: bool = True,
+            gibbs: Gibbs | None = None, gibbs_every: int = 1) -> Posterior:
         """Run ``num_chains`` vectorised chains on minibatches of ``(x, y)`` (or of a DataLoader).
 
         Args:
@@ -410,6 +448,12 @@ class _SGMCMC(Engine):
             x: inputs ``[N, ...]``, or a ``DataLoader`` yielding ``(x, y)`` batches.
             y: targets for ``x`` (``None`` with a DataLoader).
             progress: show a tqdm bar.
+            gibbs: an optional Gibbs step interleaved with the dynamics: called every
+                ``gibbs_every`` iterations with the constrained values of all sites
+                ``{name: [chains, *shape]}``, it returns new constrained values for some sites
+                (e.g. ``HierarchicalGaussian.gibbs_update``, the conjugate precision draws of
+                Tran et al.'s GPi-H sampler); those coordinates are overwritten, momenta kept.
+            gibbs_every: iterations between Gibbs steps.
 
         Returns:
             Posterior with draws ``[num_chains, num_samples, ...]`` and per-draw stats ``lp``,
@@ -419,6 +463,10 @@ class _SGMCMC(Engine):
             ValueError: bad data or ``batch_size`` (e.g. larger than ``N``).
             FloatingPointError: a chain became non-finite (lower the step size).
         """
+        if gibbs is not None and not callable(gibbs):
+            raise TypeError(f"gibbs must be a callable (constrained params) -> updates, got {type(gibbs).__name__}")
+        if int(gibbs_every) < 1:
+            raise ValueError(f"gibbs_every must be >= 1, got {gibbs_every}")
         data = _resolve_data(model, x, y, self.batch_size, self.num_chains)
         xp = data.probe[0]
         like = xp if xp.is_floating_point() else torch.zeros((), dtype=torch.get_default_dtype(), device=xp.device)
@@ -448,6 +496,8 @@ class _SGMCMC(Engine):
                     steps[slot[k]] = eps
                 noise = torch.randn_like(pos) if self._noisy(k) else None
                 state = self._update(state, grad, eps, k, noise)
+                if gibbs is not None and (k + 1) % int(gibbs_every) == 0:
+                    state = state._replace(params=_gibbs_step(potential, state.params, gibbs))
                 if (k + 1) % FINITE_CHECK_EVERY == 0 or k + 1 == total:
                     self._check_finite(state.params, k, eps)
                     if progress:
@@ -463,6 +513,8 @@ class _SGMCMC(Engine):
         }
         attrs = {"engine": type(self).__name__, **self.settings(), "seed": seed0, "seconds": seconds,
                  "num_data": data.num_data, "batch_size": data.batch_size, "num_iterations": total}
+        if gibbs is not None:
+            attrs["gibbs_every"] = int(gibbs_every)
         return Posterior(samples, stats, model=model, data=data.full, attrs=attrs)
 
     def _check_finite(self, params: Tensor, k: int, eps: float) -> None:

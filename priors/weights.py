@@ -288,3 +288,32 @@ class HierarchicalGaussian(GaussianWeightPrior):
                 var = var / fan_in(shape)
             out[name] = var.sqrt()
         return out
+
+    def gibbs_update(self, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Draw every precision from its conjugate conditional given the weights (GPi-H's Gibbs step).
+
+        ``precision_k | w ~ Gamma(concentration_k + n_k / 2, rate_k + fan_in_k * sum(w_k^2) / 2)``
+        for a tensor ``w_k`` of ``n_k`` entries (``fan_in_k = 1`` without fan-in scaling), as in
+        the SGHMC sampler of Tran et al. (arXiv:2011.12829). Pass it to an SG-MCMC engine as
+        ``fit(..., gibbs=prior.gibbs_update, gibbs_every=k)``.
+
+        Args:
+            params: constrained values holding at least every weight tensor, ``[*batch, *shape]``
+                (e.g. ``[chains, *shape]``).
+
+        Returns:
+            Precision site name -> draws ``[*batch]`` (torch's global generator).
+        """
+        out = {}
+        for i, (name, shape) in enumerate(self.shapes.items()):
+            w = params[name].detach()
+            batch = w.shape[: w.dim() - len(shape)]
+            if w.shape[len(batch):] != shape:
+                raise ValueError(f"params[{name!r}] must end in shape {tuple(shape)}, got {tuple(w.shape)}")
+            sq = w.square().reshape(*batch, -1).sum(-1)
+            if self.fan_in:
+                sq = sq * fan_in(shape)
+            a = self.log_concentration[i].detach().to(w).exp() + 0.5 * math.prod(shape)
+            b = self.log_rate[i].detach().to(w).exp() + 0.5 * sq
+            out[self.site_name(name)] = dist.Gamma(a.expand_as(b), b).sample()
+        return out
