@@ -253,9 +253,11 @@ class PFN(nn.Module):
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path, metadata: dict[str, Any] | None = None, dtype: torch.dtype | None = None) -> None:
         """Write weights and config as safetensors (``metadata`` is stored as JSON alongside);
-        ``dtype`` (e.g. ``torch.float16``) shrinks the file."""
-        tensors = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
-                   for k, v in self.state_dict().items()}
+        ``dtype`` (e.g. ``torch.float16``) shrinks the file. Buffers (bucket borders, input
+        standardisations) stay float32: in float16, narrow buckets' borders would merge."""
+        buffers = {k for k, _ in self.named_buffers()}
+        tensors = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() and k not in buffers else v)
+                   .detach().cpu().contiguous() for k, v in self.state_dict().items()}
         meta = {"format": _FORMAT, "config": json.dumps(asdict(self.config)), "metadata": json.dumps(metadata or {})}
         save_file(tensors, str(path), metadata=meta)
 

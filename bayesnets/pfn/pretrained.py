@@ -9,6 +9,8 @@ Available:
 
 * ``"gp"`` — GP-hyperprior PFN for 1-5 input features on ``[0, 1]^d`` and standardised
   targets (:func:`bayesnets.pfn.recipes.gp_prior`), up to ~200 training points.
+* ``"lcpfn"`` — LC-PFN for learning curves of up to 100 epochs (:class:`priors.tasks.LearningCurvePrior`);
+  use it through :class:`bayesnets.pfn.lcpfn.LCPFN` (``docs/lcpfn.md``).
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ Run on one CPU or GPU::
 
     python -m bayesnets.pfn.recipes gp --size cpu               # the shipped small GP-PFN
     python -m bayesnets.pfn.recipes gp --size gpu --device cuda  # a paper-sized one (one GPU)
+    python -m bayesnets.pfn.recipes lc --size cpu --threads 1   # the shipped small LC-PFN (lcpfn.safetensors)
 
 or data-parallel on several GPUs / nodes (each rank draws its own datasets)::
 
@@ -26,7 +27,7 @@ import torch
 
 from bayesnets.pfn.model import PFNConfig
 from bayesnets.pfn.train import train_pfn
-from priors.tasks import GPHyperPrior, TaskPrior
+from priors.tasks import GPHyperPrior, LearningCurvePrior, TaskPrior
 
 __all__ = ["RECIPES", "Recipe", "gp_prior"]
 
@@ -44,11 +45,13 @@ def gp_prior() -> GPHyperPrior:
 
 @dataclass
 class Recipe:
-    """A prior, an architecture and training settings (keyword arguments of :func:`train_pfn`)."""
+    """A prior, an architecture, training settings (keyword arguments of :func:`train_pfn`) and the
+    shipped file's name (default: the recipe's name)."""
 
     prior: Any
     model: PFNConfig
     train: dict[str, Any] = field(default_factory=dict)
+    weights: str | None = None
 
 
 RECIPES: dict[str, dict[str, Recipe]] = {
@@ -63,6 +66,24 @@ RECIPES: dict[str, dict[str, Recipe]] = {
                       dict(steps=40_000, batch_size=256, seq_len=260, num_test=40, min_train=1, lr=3e-4,
                            checkpoint_every=1000)),
     },
+    # LC-PFN (arXiv:2310.20447): curves of 100 epochs, cut-off uniform in 1..99 (right-censoring).
+    "lc": {
+        # The paper's small architecture (3 layers, emsize 128: its P1) on 128k curves (the shipped file:
+        # 57 min of one shared CPU core, final loss -2.25; the paper trains on 10M curves).
+        "cpu": Recipe(LearningCurvePrior, PFNConfig(max_features=1, emsize=128, nlayers=3, nhead=4, nhid=256,
+                                                    num_buckets=1000),
+                      dict(steps=4000, batch_size=32, seq_len=100, num_test=None, min_train=1,
+                           split_weighting="uniform", lr=1e-3, border_datasets=10_000, checkpoint_every=250),
+                      weights="lcpfn"),
+        # The paper's default model (P3: emsize 512, 12 layers, nhid 1024, 1000 buckets) on its 10M curves:
+        # 100k steps x 100 curves, lr 1e-4, cosine with 25% linear warm-up, borders from 10k prior curves.
+        "gpu": Recipe(LearningCurvePrior, PFNConfig(max_features=1, emsize=512, nlayers=12, nhead=4, nhid=1024,
+                                                    num_buckets=1000),
+                      dict(steps=100_000, batch_size=100, seq_len=100, num_test=None, min_train=1,
+                           split_weighting="uniform", lr=1e-4, warmup_steps=25_000, border_datasets=10_000,
+                           checkpoint_every=1000),
+                      weights="lcpfn"),
+    },
 }
 
 
@@ -75,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="override the recipe's global batch size")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--checkpoint", default=None, help="checkpoint (default ./<name>-<size>.ckpt.safetensors)")
-    parser.add_argument("--out", default=None, help="weights file (default: bayesnets/pfn/weights/<name>.safetensors)")
+    parser.add_argument("--out", default=None, help="weights file (default: the recipe's in bayesnets/pfn/weights/)")
     parser.add_argument("--float32", action="store_true", help="store float32 weights (default float16)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -95,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
         kwargs["steps"] = args.steps
     if args.batch_size:
         kwargs["batch_size"] = args.batch_size
-    out = Path(args.out) if args.out else WEIGHTS_DIR / f"{args.name}.safetensors"
+    out = Path(args.out) if args.out else WEIGHTS_DIR / f"{recipe.weights or args.name}.safetensors"
     ckpt = Path(args.checkpoint) if args.checkpoint else Path(f"{args.name}-{args.size}.ckpt.safetensors")
     model = train_pfn(prior, recipe.model, seed=args.seed, checkpoint_path=ckpt, **kwargs)
     rank = torch.distributed.get_rank() if distributed else 0

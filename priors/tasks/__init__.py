@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from priors.tasks.sampling import randint
 
-__all__ = ["TASKS", "BNNPrior", "GPHyperPrior", "GPPrior", "TaskPrior", "prior_from_config"]
+__all__ = ["TASKS", "BNNPrior", "GPHyperPrior", "GPPrior", "LearningCurvePrior", "TaskPrior", "prior_from_config"]
 
 TASKS = ("regression", "classification")
 
@@ -124,3 +124,4 @@ def prior_from_config(config: dict[str, Any]) -> TaskPrior:
 
 from priors.tasks.bnn import BNNPrior  # noqa: E402  (subclasses register on import)
 from priors.tasks.gp import GPHyperPrior, GPPrior  # noqa: E402
+from priors.tasks.learning_curves import LearningCurvePrior  # noqa: E402
