@@ -497,6 +497,7 @@ class _SGMCMC(Engine):
                 noise = torch.randn_like(pos) if self._noisy(k) else None
                 state = self._update(state, grad, eps, k, noise)
                 if gibbs is not None and (k + 1) % int(gibbs_every) == 0:
+                    self._check_finite(state.params, k, eps)  # a diverged chain, not the Gibbs step, is at fault
                     state = state._replace(params=_gibbs_step(potential, state.params, gibbs))
                 if (k + 1) % FINITE_CHECK_EVERY == 0 or k + 1 == total:
                     self._check_finite(state.params, k, eps)
