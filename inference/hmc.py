@@ -51,7 +51,7 @@ from inference.adaptation import (
 )
 from inference.diagnostics import divergence_message
 from inference.engine import Engine, base_seed, has_fast_density, prepare_data, seeded
-from inference.flat import FlatView, batched_potential
+from inference.flat import FlatView, autograd_value_and_grad, batched_potential, mlp_potential
 from inference.integrators import (
     StepFn,
     ValueAndGrad,
@@ -515,23 +515,6 @@ def _describe_sites(view: FlatView, model: Any, x: Tensor, y: Tensor | None) -> 
     return describe
 
 
-def _autograd_value_and_grad(log_density: Callable[[Tensor], Tensor], chains: int) -> ValueAndGrad:
-    """Gradient of a batched log density ``[chains, D] -> [chains]`` by one backward pass
-    of the sum (exact per chain when rows do not interact)."""
-
-    def fn(z: Tensor) -> tuple[Tensor, Tensor]:
-        with torch.enable_grad():
-            zz = z.detach().requires_grad_(True)
-            lp = log_density(zz)
-            if not isinstance(lp, Tensor) or tuple(lp.shape) != (chains,):
-                got = tuple(lp.shape) if isinstance(lp, Tensor) else type(lp).__name__
-                raise ValueError(f"log_density must map [chains, D] to [chains] = [{chains}], got {got}")
-            (g,) = torch.autograd.grad(lp.sum(), zz)
-        return g.detach(), lp.detach()
-
-    return fn
-
-
 def compile_leapfrog_step(value_and_grad: ValueAndGrad, z: Tensor, inverse_mass_matrix: Tensor) -> StepFn:
     """One leapfrog step (:func:`~inference.integrators.leapfrog_step`), traced once into a
     graph of tensor operations and compiled with ``torch.compile``.
@@ -557,11 +540,12 @@ class BatchedHMC(Engine):
 
     All chains advance together as a ``[chains, D]`` tensor: the model's ``log_density`` is
     vectorised over chains with ``torch.func.vmap`` (:func:`inference.flat.batched_potential`),
-    so one gradient call serves every chain. Transitions are static-length HMC with a
-    Metropolis correction (exact for the posterior), trajectory lengths jittered uniformly
-    in ``(0, T]`` by a Halton sequence, and ``T`` tuned by ChEES (Hoffman, Radul & Sountsov
-    2021, AISTATS) -- suited to batches, because batched NUTS makes every chain wait for the
-    longest tree.
+    or, for a BayesianNet whose network is an MLP, written batched with one matmul per layer
+    (:func:`inference.flat.mlp_potential`), so one gradient call serves every chain.
+    Transitions are static-length HMC with a Metropolis correction (exact for the
+    posterior), trajectory lengths jittered uniformly in ``(0, T]`` by a Halton sequence,
+    and ``T`` tuned by ChEES (Hoffman, Radul & Sountsov 2021, AISTATS) -- suited to
+    batches, because batched NUTS makes every chain wait for the longest tree.
 
     Per chain (no information crosses chains): the random stream (rows of one generator),
     the start point, the step size (dual averaging, Hoffman & Gelman 2014,
@@ -654,7 +638,10 @@ class BatchedHMC(Engine):
                 "batched log density to BatchedHMC.sample")
         x, y = prepare_data(model, x, y)
         seed0 = base_seed(self.seed)
-        view, value_and_grad = batched_potential(model, x, y)
+        # MLP BayesianNets get the batched-matmul potential (same density, several times
+        # faster); any other model the vmapped one.
+        potential = mlp_potential(model, x, y)
+        view, value_and_grad = potential if potential is not None else batched_potential(model, x, y)
         like = x if x.is_floating_point() else torch.zeros((), device=x.device)
         with seeded(seed0, x):
             z0 = torch.stack([view.ravel(model.init_params(like, strategy=self.init))
@@ -687,7 +674,7 @@ class BatchedHMC(Engine):
         if view is not None and view.size != init.shape[1]:
             raise ValueError(f"view describes D={view.size} coordinates but init has D={init.shape[1]}")
         seed0 = base_seed(self.seed)
-        value_and_grad = _autograd_value_and_grad(log_density, self.num_chains)
+        value_and_grad = autograd_value_and_grad(log_density)
         describe = None
         if view is not None:
             def describe(chain: int, z: Tensor, grad: Tensor) -> str:
