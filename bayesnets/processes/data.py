@@ -23,6 +23,9 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from priors.tasks.gp import KERNELS as PFN_KERNELS
+from priors.tasks.gp import kernel_matrix
+
 __all__ = [
     "KERNELS",
     "TEST_SETS",
@@ -120,18 +123,14 @@ def gp_kernel(kernel: str, x1: Tensor, x2: Tensor, lengthscale: Tensor, scale: T
         RBF ``s² exp(-d²/(2ℓ²))``; Matérn-5/2 ``s² (1 + √5 d/ℓ + 5d²/(3ℓ²)) exp(-√5 d/ℓ)``;
         Periodic ``s² exp(-2 sin²(π d / p) / ℓ²)``.
     """
-    d = (x1.unsqueeze(-2) - x2.unsqueeze(-3)).abs().sum(-1)  # [B, N, M]
-    ell = lengthscale[:, None, None]
-    s2 = scale[:, None, None] ** 2
-    if kernel == "rbf":
-        return s2 * torch.exp(-0.5 * (d / ell) ** 2)
-    if kernel == "matern52":
-        r = math.sqrt(5.0) * d / ell
-        return s2 * (1.0 + r + r**2 / 3.0) * torch.exp(-r)
+    if kernel in PFN_KERNELS:  # the task priors' batched stationary kernels (priors.tasks.gp)
+        return kernel_matrix(x1, x2, lengthscale[:, None], scale**2, kernel)
     if kernel == "periodic":
         if period is None:
             raise ValueError("the periodic kernel needs period, a tensor of shape [B]")
-        return s2 * torch.exp(-2.0 * (torch.sin(math.pi * d / period[:, None, None]) / ell) ** 2)
+        d = (x1.unsqueeze(-2) - x2.unsqueeze(-3)).abs().sum(-1)  # [B, N, M]
+        ell = lengthscale[:, None, None]
+        return scale[:, None, None] ** 2 * torch.exp(-2.0 * (torch.sin(math.pi * d / period[:, None, None]) / ell) ** 2)
     raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
 
 
