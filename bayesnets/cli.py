@@ -220,17 +220,11 @@ def _bo(args: argparse.Namespace) -> int:
 
     if args.problem not in PROBLEMS:
         raise CLIError(f"unknown problem {args.problem!r}; valid problems: {', '.join(PROBLEMS)}")
-    if args.surrogates is None:
-        surrogates = [s for s in BO_DEFAULT_SURROGATES if s in SURROGATES]
-        missing = [s for s in BO_DEFAULT_SURROGATES if s not in SURROGATES]
-        if missing:
-            print(f"note: default surrogates {missing} are not available in this installation; running {surrogates}")
-    else:
-        surrogates = list(dict.fromkeys(args.surrogates))
-        unknown = [s for s in surrogates if s not in SURROGATES]
-        if unknown:
-            raise CLIError(f"unknown surrogate(s) {', '.join(map(repr, unknown))}; valid surrogates: "
-                           f"{', '.join(SURROGATES)}")
+    surrogates = list(dict.fromkeys(args.surrogates or BO_DEFAULT_SURROGATES))
+    unknown = [s for s in surrogates if s not in SURROGATES]
+    if unknown:
+        raise CLIError(f"unknown surrogate(s) {', '.join(map(repr, unknown))}; valid surrogates: "
+                       f"{', '.join(SURROGATES)}")
     for flag, value, least in (("--seeds", args.seeds, 1), ("--iterations", args.iterations, 0),
                                ("--batch-size", args.batch_size, 1)):
         if value < least:
