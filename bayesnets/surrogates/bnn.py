@@ -39,7 +39,7 @@ from inference.sgmcmc import AdaptiveSGHMC
 from inference.vi import SVI
 from priors.weights import LayerwiseGaussian
 
-__all__ = ["ACTIVATIONS", "INFERENCE", "BNNSurrogate", "NetEnsembleModel", "fit_bnn",
+__all__ = ["ACTIVATIONS", "INFERENCE", "BNNSurrogate", "NetEnsembleModel",
            "make_engine", "mlp"]
 
 #: Hidden activations by name (the paper's networks are tanh MLPs).
@@ -77,16 +77,6 @@ def mlp(in_features: int, out_features: int, width: int = DEFAULT_WIDTH, depth: 
         n_in = int(width)
     layers.append(nn.Linear(n_in, out_features))
     return nn.Sequential(*layers)
-
-
-def fit_bnn(engine: Engine, bnn: BayesianNet, x: Tensor, y: Tensor, progress: bool = False) -> Posterior:
-    """Fit ``bnn`` with ``engine`` (``BatchedHMC`` runs an MLP on the batched-matmul potential,
-    :func:`inference.flat.mlp_potential`, by itself).
-
-    Returns:
-        A Posterior with constrained draws ``[chains, draws, ...]``.
-    """
-    return engine.fit(bnn, x, y, progress=progress)
 
 
 class NetEnsembleModel(EnsembleModel):
@@ -145,7 +135,7 @@ class NetEnsembleModel(EnsembleModel):
         net = mlp(X.shape[-1], m, width, depth, activation).to(X)
         self.bnn = BayesianNet(net, LayerwiseGaussian(weight_scale, bias_scale), Gaussian(scale, num_outputs=m))
         self.bnn.to(X)
-        posterior = fit_bnn(engine, self.bnn, X, Y, progress)
+        posterior = engine.fit(self.bnn, X, Y, progress=progress)  # BatchedHMC takes the MLP fast path itself
         self._store(posterior, X, num_draws)
         # Not ``train_inputs``: BoTorch would then call ``set_train_data`` (a GPyTorch method) when
         # an input transform is present.
