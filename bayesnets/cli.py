@@ -25,6 +25,7 @@ import argparse
 import csv
 import math
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -214,6 +215,18 @@ def _bo_table(groups: dict, problem: str) -> str:
     return "\n".join(lines)
 
 
+def _fit_warning_lines(records: list) -> list[str]:
+    """Per surrogate whose fits warned: in how many iterations, and the first message."""
+    lines = []
+    for name in dict.fromkeys(r.surrogate for r in records):
+        per_it = [ws for r in records if r.surrogate == name for ws in r.fit_warnings]
+        warned = [ws for ws in per_it if ws]
+        if warned:
+            lines.append(f"note: {name}'s fit warned in {len(warned)} of {len(per_it)} iterations (all messages in "
+                         f"fit_warnings of the JSON records), e.g. {warned[0][0]}")
+    return lines
+
+
 def _bo(args: argparse.Namespace) -> int:
     from bayesnets.bo import PROBLEMS, aggregate, get_problem, plot_regret, run_bo, save_records
     from bayesnets.surrogates import SURROGATES
@@ -250,14 +263,20 @@ def _bo(args: argparse.Namespace) -> int:
     for seed in range(args.seed, args.seed + args.seeds):
         for name in surrogates:
             try:
-                records.append(run_bo(problem, name, args.iterations, batch_size=args.batch_size, num_init=num_init,
-                                      seed=seed, acquisition=args.acquisition, progress=not args.no_progress))
+                with warnings.catch_warnings():
+                    # run_bo's one-per-run summary of the fits' warnings: counted under the table instead
+                    warnings.filterwarnings("ignore", message=".*the surrogate fit warned", category=RuntimeWarning)
+                    records.append(run_bo(problem, name, args.iterations, batch_size=args.batch_size,
+                                          num_init=num_init, seed=seed, acquisition=args.acquisition,
+                                          progress=not args.no_progress))
             except ValueError as err:
                 raise CLIError(f"{name}, seed {seed}: {err}") from err
     json_path = save_records(records, out / f"{problem.name}.json")
     png = out / f"{problem.name}.png"
     plot_regret(records, path=png, dpi=args.dpi)
     print(_bo_table(aggregate(records), problem.name))
+    for line in _fit_warning_lines(records):
+        print(line)
     print(f"wrote {json_path} and {png}")
     return 0
 

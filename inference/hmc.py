@@ -64,7 +64,7 @@ from inference.integrators import (
 )
 from inference.posterior import OBS, Posterior
 
-__all__ = ["HMC", "NUTS", "BatchedHMC", "HMCRun", "compile_leapfrog_step", "run_batched_hmc"]
+__all__ = ["HMC", "NUTS", "BatchedHMC", "HMCRun", "ascend", "compile_leapfrog_step", "run_batched_hmc"]
 
 
 def _check_common(num_warmup: int, num_samples: int, num_chains: int, target_accept: float, init: str) -> None:
@@ -480,6 +480,45 @@ def run_batched_hmc(value_and_grad: ValueAndGrad, init: Tensor, *, num_warmup: i
     return HMCRun(draws, rows, eps, imm, t_len)
 
 
+def ascend(value_and_grad: ValueAndGrad, z0: Tensor, steps: int, lr: float = 1e-2) -> Tensor:
+    """Adam ascent of every chain's log density from ``z0`` ``[chains, D]``; the best point of each chain.
+
+    Li, Rudner & Wilson (arXiv 2305.20028) start their HMC chain from a network pre-trained by
+    Adam: from a prior draw, a few hundred leapfrog steps of warm-up do not reach the region
+    where the network fits the data, and the chain spends its short run explaining the data as
+    noise. Adam is elementwise, so the chains stay independent (one batched gradient call per
+    step serves them all).
+
+    Args:
+        value_and_grad: ``fn(z [chains, D]) -> (grad [chains, D], log_density [chains])``.
+        z0: start points ``[chains, D]``.
+        steps: Adam steps (0 returns ``z0``).
+        lr: Adam's learning rate.
+
+    Returns:
+        ``[chains, D]``: per chain, the visited point with the highest finite log density
+        (``z0``'s row when no step improved on it).
+    """
+    if int(steps) < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    if not float(lr) > 0:
+        raise ValueError(f"lr must be positive, got {lr}")
+    z = z0.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=float(lr))
+    best, best_lp = z0.detach().clone(), torch.full(z0.shape[:1], -math.inf, dtype=z0.dtype, device=z0.device)
+    for _ in range(int(steps) + 1):
+        grad, lp = value_and_grad(z.detach())
+        ok = torch.isfinite(lp) & torch.isfinite(grad).all(-1)
+        better = ok & (lp > best_lp)
+        best = torch.where(better.unsqueeze(-1), z.detach(), best)
+        best_lp = torch.where(better, lp, best_lp)
+        # a chain that left the finite region restarts from its best point
+        z.data = torch.where(ok.unsqueeze(-1), z.detach(), best)
+        z.grad = torch.where(ok.unsqueeze(-1), -grad, torch.zeros_like(grad))
+        opt.step()
+    return best
+
+
 def _describe_flat(z: Tensor, grad: Tensor) -> str:
     """Name the coordinates of a flat parameter vector that are not finite."""
     bad_z = (~torch.isfinite(z)).nonzero().flatten().tolist()
@@ -576,6 +615,9 @@ class BatchedHMC(Engine):
         compile: trace the batched gradient once and compile it with ``torch.compile``
             (off by default: the first call compiles for tens of seconds; it pays off on
             long runs of small models, where Python overhead dominates).
+        pretrain_steps: Adam steps up each chain's log density before warm-up (:func:`ascend`;
+            the pre-training of arXiv 2305.20028); 0 (default) starts warm-up at ``init``.
+        pretrain_lr: Adam's learning rate for ``pretrain_steps``.
         seed: base seed; ``None`` draws one from torch's global generator.
 
     Example:
@@ -588,8 +630,12 @@ class BatchedHMC(Engine):
                  adapt_trajectory_length: bool = True, jitter: bool = True, max_num_steps: int = 1024,
                  step_size: float | None = None, adapt_step_size: bool = True, dense_mass: bool = False,
                  inverse_mass_matrix: Tensor | None = None, adapt_mass_matrix: bool = True,
-                 init: str = "prior", compile: bool = False, seed: int | None = None) -> None:
+                 init: str = "prior", compile: bool = False, pretrain_steps: int = 0, pretrain_lr: float = 1e-2,
+                 seed: int | None = None) -> None:
         _check_common(num_warmup, num_samples, num_chains, target_accept, init)
+        if int(pretrain_steps) < 0 or not float(pretrain_lr) > 0:
+            raise ValueError(f"pretrain_steps must be >= 0 and pretrain_lr positive, got pretrain_steps="
+                             f"{pretrain_steps}, pretrain_lr={pretrain_lr}")
         if adapt_trajectory_length and int(num_chains) < 2:
             raise ValueError("num_chains must be >= 2 to adapt the trajectory length (ChEES compares chains); "
                              "for one chain pass adapt_trajectory_length=False and a trajectory_length")
@@ -614,6 +660,8 @@ class BatchedHMC(Engine):
         self.adapt_mass_matrix = bool(adapt_mass_matrix)
         self.init = init
         self.compile = bool(compile)
+        self.pretrain_steps = int(pretrain_steps)
+        self.pretrain_lr = float(pretrain_lr)
         self.seed = seed
 
     def fit(self, model: Any, x: Tensor, y: Tensor | None = None, progress: bool = True) -> Posterior:
@@ -689,6 +737,8 @@ class BatchedHMC(Engine):
         generator = torch.Generator(device=z0.device)
         generator.manual_seed(seed)
         start = time.perf_counter()
+        if self.pretrain_steps:
+            z0 = ascend(value_and_grad, z0, self.pretrain_steps, self.pretrain_lr)
         run = run_batched_hmc(
             value_and_grad, z0, num_warmup=self.num_warmup, num_samples=self.num_samples,
             target_accept=self.target_accept, step_size=self.step_size, adapt_step_size=self.adapt_step_size,

@@ -11,6 +11,7 @@ reported with a warning, kept in the record and left out of the surrogate's trai
 from __future__ import annotations
 
 import json
+import re
 import time
 import warnings
 from collections.abc import Callable
@@ -137,6 +138,21 @@ def _warn_nan(Y: Tensor, first_row: int, iteration: int) -> None:
                       "of the surrogate's training data", RuntimeWarning, stacklevel=3)
 
 
+def _summarise_fit_warnings(per_iteration: list[list[str]], run: str) -> None:
+    """One warning for a run's surrogate fits (an MCMC surrogate may warn at every iteration), naming how
+    many iterations warned and the most frequent message."""
+    messages = [m for ms in per_iteration for m in ms]
+    if not messages:
+        return
+    # group messages that differ only in their numbers ("3 of 80 draws", "5 of 80 draws")
+    kinds = [re.sub(r"\d+(\.\d+)?", "#", m) for m in messages]
+    common = max(set(kinds), key=kinds.count)
+    warned = sum(1 for ms in per_iteration if ms)
+    warnings.warn(f"{run}: the surrogate fit warned in {warned} of {len(per_iteration)} iterations "
+                  f"({len(messages)} warnings; every one is in BORecord.fit_warnings). Most frequent "
+                  f"({kinds.count(common)}x), e.g.: {messages[kinds.index(common)]}", RuntimeWarning, stacklevel=3)
+
+
 def run_bo(problem: Problem | str, surrogate: str | SurrogateFactory, iterations: int, *, batch_size: int = 1,
            num_init: int | None = None, seed: int = 0, acquisition: str | None = None, init_X: Tensor | None = None,
            num_restarts: int = NUM_RESTARTS, raw_samples: int = RAW_SAMPLES, maxiter: int = MAXITER,
@@ -210,6 +226,7 @@ def run_bo(problem: Problem | str, surrogate: str | SurrogateFactory, iterations
         best = [problem.score(F[torch.isfinite(Y).all(-1)])]
         fit_time: list[float] = []
         acq_time: list[float] = []
+        fit_warnings: list[list[str]] = []
         bar = tqdm(range(1, iterations + 1), desc=f"{problem.name} {surrogate_name} seed {seed}",
                    disable=not progress)
         for it in bar:
@@ -219,8 +236,11 @@ def run_bo(problem: Problem | str, surrogate: str | SurrogateFactory, iterations
             train_X, train_Y = normalize(X[ok], bounds), Y[ok]
             step_seed = seed * SEED_STRIDE + it
             start = time.perf_counter()
-            model = factory(train_X, train_Y, seed=step_seed, **options)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                model = factory(train_X, train_Y, seed=step_seed, **options)
             fitted = time.perf_counter()
+            fit_warnings.append([f"{w.category.__name__}: {w.message}" for w in caught])
             acqf = build_acquisition(acquisition, model, train_X, train_Y, ref_point=problem.ref_point,
                                      mc_samples=mc_samples, seed=step_seed)
             candidates, _ = optimize_acqf(acqf, unit, q=batch_size, num_restarts=num_restarts,
@@ -236,6 +256,7 @@ def run_bo(problem: Problem | str, surrogate: str | SurrogateFactory, iterations
             best.append(problem.score(F[torch.isfinite(Y).all(-1)]))
             bar.set_postfix(best=f"{best[-1]:.4g}")
         bar.close()
+    _summarise_fit_warnings(fit_warnings, f"{surrogate_name} on {problem.name} (seed {seed})")
 
     known = problem.max_hv if multi else problem.optimal_value
     regret = None if known is None else [problem.regret(b) for b in best]
@@ -247,4 +268,4 @@ def run_bo(problem: Problem | str, surrogate: str | SurrogateFactory, iterations
                 "user_init_X": init_X is not None}
     return BORecord(problem=problem.name, surrogate=surrogate_name, seed=seed, X=X.cpu(), Y=Y.cpu(), F=F.cpu(),
                     iteration=rows, best=best, regret=regret, fit_time=fit_time, acq_time=acq_time,
-                    settings=settings)
+                    settings=settings, fit_warnings=fit_warnings)

@@ -56,6 +56,8 @@ class BORecord:
         fit_time: per BO iteration, seconds spent fitting the surrogate.
         acq_time: per BO iteration, seconds spent building and optimising the acquisition function.
         settings: everything else needed to rerun it (iterations, batch size, acquisition, ...).
+        fit_warnings: per BO iteration, the warnings the surrogate's fit raised (e.g. divergent HMC
+            transitions), collected here instead of printed at every iteration.
     """
 
     problem: str
@@ -70,6 +72,7 @@ class BORecord:
     fit_time: list[float] = field(default_factory=list)
     acq_time: list[float] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
+    fit_warnings: list[list[str]] = field(default_factory=list)
 
     @property
     def metric(self) -> str:
@@ -105,6 +108,7 @@ class BORecord:
             "F": _to_json(self.F.detach().cpu().double()), "iteration": list(self.iteration),
             "best": _nulls(self.best), "regret": _nulls(self.regret),
             "fit_time": list(self.fit_time), "acq_time": list(self.acq_time), "settings": self.settings,
+            "fit_warnings": [list(w) for w in self.fit_warnings],
         }
 
     @classmethod
@@ -115,7 +119,8 @@ class BORecord:
                    X=_from_json(data["X"], d), Y=_from_json(data["Y"], m), F=_from_json(data["F"], m),
                    iteration=[int(i) for i in data["iteration"]], best=_floats(data["best"]),
                    regret=_floats(data["regret"]), fit_time=[float(t) for t in data["fit_time"]],
-                   acq_time=[float(t) for t in data["acq_time"]], settings=dict(data["settings"]))
+                   acq_time=[float(t) for t in data["acq_time"]], settings=dict(data["settings"]),
+                   fit_warnings=[[str(w) for w in ws] for ws in data.get("fit_warnings", [])])
 
 
 def save_records(records: list[BORecord], path: str | Path) -> Path:

@@ -212,16 +212,21 @@ class NetEnsembleModel(EnsembleModel):
 #: Engines behind ``BNNSurrogate(inference=...)``, with defaults sized for one BO iteration.
 INFERENCE = ("hmc", "nuts", "sghmc", "svi")
 
-#: BatchedHMC defaults: 16 chains x (60 warm-up + 5 kept) = 80 members, at most 8 leapfrog
-#: steps per transition, on a one-hidden-layer net (``HMC_NET``). On a CPU the batched gradient
-#: costs about the same for 4 or 16 chains (it is bound by per-operation overhead), so many short
-#: chains buy members almost for free; the step cap bounds the cost of each transition. Measured
-#: on Hartmann-6 (2 shared cores; test RMSE on 300 points, fit seconds), 40 points: GP 0.34 in
-#: 0.44 s; 4 chains x (100 + 25), 32 steps, 50 x 2 net 0.37 in 9.3 s; these defaults with 16
-#: steps 0.371 in 2.6 s, with 8 steps 0.385 in 1.6 s. 60 points: GP 0.328 in 0.21 s; 16 steps
-#: 0.352 in 3.2 s, 8 steps 0.361 in 1.8 s. The brief's budget is 5x the GP per BO iteration;
-#: raise ``max_num_steps`` for a closer fit.
-HMC_DEFAULTS = {"num_chains": 16, "num_warmup": 60, "num_samples": 5, "max_num_steps": 8}
+#: BatchedHMC defaults: 16 chains, each started from a prior draw moved by 100 Adam steps up the
+#: log joint (``pretrain_steps``, the paper's HMC pre-training), then 30 warm-up transitions and
+#: 5 kept = 80 members, at most 6 leapfrog steps per transition, on a one-hidden-layer net
+#: (``HMC_NET``). On a CPU the batched gradient costs about the same for 4 or 16 chains (it is
+#: bound by per-operation overhead), so many short chains buy members almost for free, and the
+#: gradient count (at most 100 + 35 x 6 = 310) sets the fit's cost. Measured on 2 shared cores
+#: (``python benchmarks/surrogate_fit.py``: relative test RMSE of the mean on 300 uniform points,
+#: two seeds; fit seconds): Branin, 15 points: GP 0.69; HMC without
+#: pre-training, 60 warm-up, <= 8 steps 0.36 / 0.35 in 1.1 / 0.9 s; these defaults 0.34 / 0.35
+#: in 0.7 / 0.6 s. Hartmann-6, 40 points: GP 0.80; old 0.81 / 0.80 in 0.9 s; these 0.77 / 0.76
+#: in 0.8 / 0.7 s. Earlier, 4 chains x (100 + 25) with 32 steps on a 50 x 2 net: 0.37 in 9.3 s on
+#: Hartmann-6. The brief's budget is 5x the GP per BO iteration; raise ``max_num_steps`` or
+#: ``num_warmup`` for a closer fit.
+HMC_DEFAULTS = {"num_chains": 16, "num_warmup": 30, "num_samples": 5, "max_num_steps": 6,
+                "pretrain_steps": 100, "pretrain_lr": 0.05}
 #: The HMC surrogate's network unless ``width``/``depth`` are given: one hidden layer halves the
 #: gradient's cost against two, at the same held-out error on Hartmann-6 (above).
 HMC_NET = {"depth": 1}

@@ -38,6 +38,26 @@ def test_bo_prints_a_table_and_writes_json_and_png(tmp_path: Path, capsys: pytes
     assert (out / "branin.png").read_bytes()[:8] == PNG_MAGIC
 
 
+def test_fit_warnings_are_counted_under_the_table(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import warnings
+
+    from bayesnets.surrogates import registry
+
+    def warning_gp(train_X, train_Y, *, seed=0, **options):
+        warnings.warn("7 of 80 draws after warm-up ended in a divergent transition", RuntimeWarning, stacklevel=2)
+        return registry.fit_single_task_gp(train_X, train_Y, seed=seed, **options)
+
+    monkeypatch.setitem(registry.SURROGATES, "gp", warning_gp)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = main(["bo", "--problem", "branin", "--surrogates", "gp", "--seeds", "1", "--iterations", "2",
+                     "--num-init", "4", "--out", str(tmp_path), "--no-progress"])
+    assert code == 0
+    assert not [w for w in caught if "surrogate fit warned" in str(w.message)]  # counted, not printed per run
+    assert "note: gp's fit warned in 2 of 2 iterations" in capsys.readouterr().out
+
+
 def _run(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     return subprocess.run([sys.executable, "-m", "bayesnets.cli", *args], capture_output=True, text=True, env=env,

@@ -10,8 +10,8 @@ from scenarios import GaussianTarget, assert_moments_match
 from torch import nn
 
 from bayesnets import BayesianNet, Bernoulli, Gaussian
-from inference.flat import FlatView
-from inference.hmc import BatchedHMC
+from inference.flat import FlatView, autograd_value_and_grad
+from inference.hmc import BatchedHMC, ascend
 from priors import IIDGaussian
 
 #: Family-wise false-failure rate of each statistical test below.
@@ -208,7 +208,8 @@ def test_bad_settings_and_inputs(tkwargs):
                          ({"num_warmup": -1}, "num_warmup"), ({"target_accept": 1.0}, "target_accept"),
                          ({"max_num_steps": 0}, "max_num_steps"), ({"step_size": 0.0}, "step_size"),
                          ({"trajectory_length": -1.0}, "trajectory_length"), ({"init": "random"}, "init"),
-                         ({"num_chains": 1}, "num_chains must be >= 2")]:
+                         ({"num_chains": 1}, "num_chains must be >= 2"), ({"pretrain_steps": -1}, "pretrain_steps"),
+                         ({"pretrain_lr": 0.0}, "pretrain_lr")]:
         with pytest.raises(ValueError, match=word):
             BatchedHMC(**kwargs)
     BatchedHMC(num_chains=1, adapt_trajectory_length=False)  # one chain is fine with a fixed length
@@ -309,3 +310,41 @@ def test_fit_runs_mlps_on_the_batched_matmul_potential(tkwargs, monkeypatch):
             torch.testing.assert_close(fast[name], other[name], rtol=1e-7, atol=1e-7)
         torch.testing.assert_close(fast.stats["lp"], other.stats["lp"], rtol=1e-7, atol=1e-7)
     assert fast["0.weight"].shape == (3, 8, 6, 2)
+
+
+def test_ascend_finds_each_chains_own_mode(tkwargs):
+    # Chain c's log density peaks at mean[c] (rows do not interact). It is -inf left of x0 = -3, where the
+    # third chain's peak lies: that chain keeps stepping out and is put back at its best finite point
+    # each time, so it ends at the edge, finite and higher than where it started.
+    mean = torch.tensor([[1.0, -2.0], [0.5, 0.5], [-3.5, 2.0]], **tkwargs)
+
+    def log_density(z):
+        lp = -0.5 * ((z - mean) / torch.tensor([0.3, 2.0], **tkwargs)).square().sum(-1)
+        return torch.where(z[:, 0] < -3.0, torch.full_like(lp, -math.inf), lp)
+
+    z0 = torch.tensor([[0.0, 0.0], [3.0, -3.0], [-2.0, 0.0]], **tkwargs)
+    vg = autograd_value_and_grad(log_density)
+    z = ascend(vg, z0, steps=600, lr=0.05)
+    torch.testing.assert_close(z[:2], mean[:2], atol=2e-2, rtol=0)
+    assert -3.0 <= float(z[2, 0]) < -2.9
+    lp = log_density(z)
+    assert bool(torch.isfinite(lp).all()) and float(lp[2]) > float(log_density(z0)[2])
+    torch.testing.assert_close(ascend(vg, z0, steps=0), z0)
+    # the same chain alone or in a batch ends at the same point (Adam is elementwise)
+    alone = ascend(lambda w: tuple(t[1:2] for t in vg(torch.cat([z0[:1], w, z0[2:]]))), z0[1:2], steps=50)
+    torch.testing.assert_close(ascend(vg, z0, steps=50)[1:2], alone)
+    with pytest.raises(ValueError, match="steps"):
+        ascend(vg, z0, steps=-1)
+
+
+def test_pretraining_starts_chains_near_a_mode(tkwargs):
+    # With no warm-up and one short transition, draws stay near their start: after pre-training the
+    # tiny BNN's log joint at the draws is far above that of prior starts, and the setting is recorded.
+    x = torch.linspace(-1, 1, 20, **tkwargs).unsqueeze(-1)
+    y = torch.sin(3 * x[:, 0])
+    common = {"num_warmup": 0, "num_samples": 1, "num_chains": 4, "step_size": 1e-3, "adapt_step_size": False,
+              "trajectory_length": 1e-3, "adapt_trajectory_length": False, "seed": 0}
+    cold = BatchedHMC(**common).fit(_tiny_bnn(**tkwargs), x, y, progress=False)
+    warm = BatchedHMC(**common, pretrain_steps=300, pretrain_lr=0.05).fit(_tiny_bnn(**tkwargs), x, y, progress=False)
+    assert bool(warm.stats["lp"].min() > cold.stats["lp"].max() + 10.0)
+    assert warm.attrs["pretrain_steps"] == 300 and cold.attrs["pretrain_steps"] == 0

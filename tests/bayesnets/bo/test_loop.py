@@ -3,9 +3,13 @@ values are reported, skipped by the surrogate and kept; bad settings fail with c
 
 from __future__ import annotations
 
+import warnings
+from typing import ClassVar
+
 import pytest
 import torch
 from botorch.test_functions import Branin
+from botorch.test_functions.synthetic import SyntheticTestFunction
 from botorch.utils.sampling import draw_sobol_samples
 
 from bayesnets.bo.loop import run_bo
@@ -40,9 +44,8 @@ def test_three_iterations_with_every_surrogate(surrogate: str, tkwargs: dict) ->
     assert rec.best[0] == pytest.approx(float(rec.F[:n0].max()))
     # Never loses the initial design's best (by construction: the best so far is kept); the proposals are
     # new points, not repeats of the design. Whether three iterations from 10 points already *improve* is
-    # the surrogate's quality, not the loop's: at this seed only gp and pfn did (the initial best -3.545 is
-    # beaten by 5.9 % of the domain), so the strict check is the GP test below, on a seed where random
-    # proposals would improve with probability 9 %.
+    # the surrogate's quality, not the loop's (at this seed only gp and pfn did; the initial best -3.545 is
+    # beaten by 5.9 % of the domain): the strict checks are the two tests below.
     assert rec.best == sorted(rec.best) and len(rec.fit_time) == len(rec.acq_time) == ITERATIONS
     assert rec.regret == pytest.approx([problem.optimal_value - b for b in rec.best])
     assert rec.settings["surrogate_options"] == FAST.get(surrogate, {})  # recorded, JSON-ready
@@ -60,6 +63,35 @@ def test_gp_strictly_improves_on_a_good_initial_design(tkwargs: dict) -> None:
     assert rec.best[0] == pytest.approx(-2.0876, abs=1e-3)
     assert rec.best[-1] > rec.best[0] + 1e-6, f"no improvement on the initial design: {rec.best}"
     assert rec.metric == "simple regret"
+
+
+class _Bowl(SyntheticTestFunction):
+    """-||x - c||² on the unit square with c = (0.65, 0.3): smooth, one interior optimum."""
+
+    dim = 2
+    continuous_inds: ClassVar[list[int]] = [0, 1]
+    _optimal_value = 0.0
+    _optimizers: ClassVar[list[tuple[float, float]]] = [(0.65, 0.3)]
+
+    def __init__(self) -> None:
+        super().__init__(bounds=[(0.0, 1.0), (0.0, 1.0)])
+
+    def _evaluate_true(self, X: torch.Tensor) -> torch.Tensor:
+        return -(X - torch.tensor([0.65, 0.3]).to(X)).square().sum(-1)
+
+
+@pytest.mark.parametrize("surrogate", ["gp", "ibnn", "dkl", "tprocess"])
+def test_gp_based_surrogates_improve_on_a_good_design(surrogate: str, tkwargs: dict) -> None:
+    # Five Sobol points (seed 6) whose best lies 0.045 from the optimum: only 0.63 % of the square beats
+    # it, so 3 iterations of 4 random proposals would improve with probability 1 - 0.9937^12 = 7 %. The
+    # GP-based surrogates model the bowl and do (regret ratios measured: gp 0.035, ibnn 0.81, dkl 0.41,
+    # tprocess 0.043). The network surrogates (hmc, nuts, sghmc, svi, ensemble) and the PFN did not at
+    # this seed: from five points they extrapolate trends and spend the 12 proposals near the edges;
+    # docs/bo.md lists how often each improved over 8 seeds.
+    problem = Problem("bowl", _Bowl(), paper=PAPER_BRANIN, optimal_value=0.0).to(**tkwargs)
+    rec = run_bo(problem, surrogate, ITERATIONS, batch_size=4, seed=6, num_init=5, progress=False)
+    assert rec.regret[0] == pytest.approx(0.00200, abs=5e-5)
+    assert rec.best[-1] > rec.best[0] + 1e-9, f"no improvement on the initial design: {rec.best}"
 
 
 class _HalfBranin(Branin):
@@ -93,6 +125,28 @@ def test_nan_values_are_reported_skipped_and_kept(tkwargs: dict) -> None:
         torch.testing.assert_close(train_X.cpu(), (rec.X[:rows][ok] - lower) / (upper - lower))
         torch.testing.assert_close(train_Y.cpu(), rec.Y[:rows][ok])
     assert rec.best[0] == pytest.approx(float(rec.F[:12][~nan_rows[:12]].max()))
+
+
+def test_fit_warnings_are_collected_and_summarised_once(tkwargs: dict) -> None:
+    # An MCMC surrogate may warn (divergences) at every iteration: the loop keeps every message in the
+    # record, per iteration, and warns once per run with a count and the most frequent kind.
+    calls = []
+
+    def noisy_gp(train_X: torch.Tensor, train_Y: torch.Tensor, *, seed: int):
+        calls.append(seed)
+        if len(calls) != 2:
+            warnings.warn(f"{len(calls)} of 80 draws after warm-up ended in a divergent transition", RuntimeWarning,
+                          stacklevel=2)
+        return make_surrogate("gp", train_X, train_Y, seed=seed)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rec = run_bo(get_problem("branin").to(**tkwargs), noisy_gp, 3, seed=0, num_init=5, progress=False)
+    mine = [str(w.message) for w in caught if "divergent" in str(w.message)]
+    assert len(mine) == 1, mine
+    assert "warned in 2 of 3 iterations (2 warnings" in mine[0] and "Most frequent (2x)" in mine[0]
+    assert rec.fit_warnings == [["RuntimeWarning: 1 of 80 draws after warm-up ended in a divergent transition"], [],
+                                ["RuntimeWarning: 3 of 80 draws after warm-up ended in a divergent transition"]]
 
 
 def test_all_nan_objective_is_an_error(tkwargs: dict) -> None:

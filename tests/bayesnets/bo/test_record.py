@@ -19,7 +19,8 @@ def _record(surrogate: str, seed: int, trace: list[float], *, nan: bool = False,
         Y[2, 0] = math.nan
     return BORecord(problem="branin", surrogate=surrogate, seed=seed, X=X, Y=Y, F=Y.clone(), iteration=[0, 0, 1, 2],
                     best=[-t for t in trace], regret=trace if regret else None, fit_time=[0.1 * seed, 0.2],
-                    acq_time=[0.3, 0.4], settings={"iterations": 2, "acquisition": "qlogei", "noise_std": None})
+                    acq_time=[0.3, 0.4], settings={"iterations": 2, "acquisition": "qlogei", "noise_std": None},
+                    fit_warnings=[[], [f"RuntimeWarning: {seed} of 80 draws diverged"]])
 
 
 def test_json_round_trip_keeps_everything_including_nan(tmp_path: Path) -> None:
@@ -34,7 +35,7 @@ def test_json_round_trip_keeps_everything_including_nan(tmp_path: Path) -> None:
         for name in ("X", "Y", "F"):
             torch.testing.assert_close(getattr(b, name), getattr(a, name), equal_nan=True, rtol=0, atol=0)
         for name in ("problem", "surrogate", "seed", "iteration", "best", "regret", "fit_time", "acq_time",
-                     "settings"):
+                     "settings", "fit_warnings"):
             assert getattr(b, name) == getattr(a, name), name
     assert back[0].num_nan == 1 and back[1].metric == "best value" and back[0].metric == "simple regret"
 
