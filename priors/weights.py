@@ -201,12 +201,19 @@ class LayerwiseGaussian(GaussianWeightPrior):
         scale: weight scale before the fan-in division.
         bias_scale: standard deviation of bias-like tensors (default: ``scale``).
         fan_in: divide weight scales by ``sqrt(fan_in)`` ("scaled variance" / NTK style).
+        output_scale: scale of the last weight tensor (the read-out layer; default ``scale``).
+            With ``fan_in``, it sets the prior amplitude of the network's outputs: for bounded
+            activations such as tanh the output's prior standard deviation is at most about
+            ``sqrt(output_scale² + bias_scale²)`` whatever the hidden layers' ``scale``, which sets
+            how fast functions vary (arXiv 1711.00165, the NNGP correspondence).
     """
 
-    def __init__(self, scale: float = 1.0, bias_scale: float | None = None, fan_in: bool = True) -> None:
+    def __init__(self, scale: float = 1.0, bias_scale: float | None = None, fan_in: bool = True,
+                 output_scale: float | None = None) -> None:
         super().__init__()
         self.init_scale = positive_float(scale, "scale")
         self.init_bias_scale = positive_float(scale if bias_scale is None else bias_scale, "bias_scale")
+        self.init_output_scale = positive_float(scale if output_scale is None else output_scale, "output_scale")
         self.fan_in = bool(fan_in)
         self.log_scales = nn.Parameter(torch.empty(0), requires_grad=False)
 
@@ -214,9 +221,12 @@ class LayerwiseGaussian(GaussianWeightPrior):
         first = not self._shapes
         super().bind(shapes)
         if first:
+            weights = [n for n, s in self._shapes.items() if len(s) >= 2]
+            last = weights[-1] if weights else None
             init = [
-                math.log(self.init_scale if len(s) >= 2 else self.init_bias_scale)
-                for s in self._shapes.values()
+                math.log(self.init_output_scale if n == last else self.init_scale if len(s) >= 2
+                         else self.init_bias_scale)
+                for n, s in self._shapes.items()
             ]
             self.log_scales = nn.Parameter(
                 torch.tensor(init, dtype=self.log_scales.dtype, device=self.log_scales.device),

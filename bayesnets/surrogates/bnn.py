@@ -59,6 +59,16 @@ NOISE_PRIOR_MEDIAN, NOISE_PRIOR_LOG_SD = 0.05, 0.5
 #: across the data and tanh units are then nearly linear: a hump over half the cube was not
 #: fitted (relative training RMSE 0.84 by HMC); with 4 it was (0.01, tests/bayesnets/surrogates).
 WEIGHT_SCALE, BIAS_SCALE = 4.0, 1.0
+#: Prior scale of the read-out weights (before the 1/sqrt(width) division); it bounds the
+#: outputs' prior standard deviation by about sqrt(OUTPUT_SCALE² + BIAS_SCALE²) on standardised
+#: outcomes. A trade-off, measured (docs/bo.md, ``benchmarks/surrogate_fit.py``): with 1 (an
+#: amplitude like a GP's output scale) the members of a fit to five points disagree less at the
+#: cube's corners, and with a fixed noise of 0.01 HMC improved on a 5-point design within three
+#: batches in 7 of 8 runs of the bowl of tests/bayesnets/bo/test_loop.py (6 of 8 with 4); but the
+#: held-out relative RMSE rose from 0.34 to 0.66-0.75 on Branin (15 points; heavy-tailed
+#: standardised values need the amplitude) and from 0.77 to 0.90 on Hartmann-6. With 2: 0.39-0.44
+#: and 0.79-0.81, and still 6 of 8. So the default stays at the hidden layers' scale.
+OUTPUT_SCALE = WEIGHT_SCALE
 #: Seed offset of the observation-noise base samples (kept apart from the fit's seed).
 NOISE_SEED_OFFSET = 7919
 
@@ -91,8 +101,9 @@ class NetEnsembleModel(EnsembleModel):
         train_Y: ``[n, m]`` raw outcomes.
         engine: the inference engine (its own seed set by the caller).
         width, depth, activation: the MLP.
-        weight_scale, bias_scale: the ``LayerwiseGaussian`` prior (weights ``N(0, weight_scale² /
-            fan_in)``, biases ``N(0, bias_scale²)``).
+        weight_scale, bias_scale, output_scale: the ``LayerwiseGaussian`` prior (hidden weights
+            ``N(0, weight_scale² / fan_in)``, read-out weights ``N(0, output_scale² / width)``,
+            biases ``N(0, bias_scale²)``).
         noise: a fixed noise standard deviation on the standardised outcomes, or ``None`` to
             infer it under a LogNormal prior (median ``NOISE_PRIOR_MEDIAN``).
         num_draws: members kept (evenly thinned from all draws); ``None`` keeps all.
@@ -107,7 +118,7 @@ class NetEnsembleModel(EnsembleModel):
     def __init__(self, train_X: Tensor, train_Y: Tensor, *, engine: Engine, width: int = DEFAULT_WIDTH,
                  depth: int = DEFAULT_DEPTH,
                  activation: str = "tanh", weight_scale: float = WEIGHT_SCALE, bias_scale: float = BIAS_SCALE,
-                 noise: float | None = None, num_draws: int | None = None,
+                 output_scale: float = OUTPUT_SCALE, noise: float | None = None, num_draws: int | None = None,
                  input_transform: InputTransform | None = None, outcome_transform: OutcomeTransform | None = None,
                  standardize: bool = True, seed: int = 0, progress: bool = False) -> None:
         super().__init__()
@@ -133,7 +144,8 @@ class NetEnsembleModel(EnsembleModel):
         else:
             scale = float(noise)
         net = mlp(X.shape[-1], m, width, depth, activation).to(X)
-        self.bnn = BayesianNet(net, LayerwiseGaussian(weight_scale, bias_scale), Gaussian(scale, num_outputs=m))
+        prior = LayerwiseGaussian(weight_scale, bias_scale, output_scale=output_scale)
+        self.bnn = BayesianNet(net, prior, Gaussian(scale, num_outputs=m))
         self.bnn.to(X)
         posterior = engine.fit(self.bnn, X, Y, progress=progress)  # BatchedHMC takes the MLP fast path itself
         self._store(posterior, X, num_draws)

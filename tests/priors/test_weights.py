@@ -71,6 +71,27 @@ def test_sampling_is_differentiable_in_hyperparameters(tkwargs):
     assert prior.log_scales.grad is not None and torch.isfinite(prior.log_scales.grad).all()
 
 
+def test_output_scale_sets_the_read_out_layer_and_bounds_the_amplitude(tkwargs):
+    net = nn.Sequential(nn.Linear(2, 50), nn.Tanh(), nn.Linear(50, 50), nn.Tanh(), nn.Linear(50, 1)).to(**tkwargs)
+    prior = LayerwiseGaussian(scale=4.0, bias_scale=0.5, output_scale=1.0)
+    prior.bind(_shapes(net))
+    s = prior.scales()
+    assert math.isclose(float(s["0.weight"]), 4.0 / math.sqrt(2), rel_tol=1e-6)
+    assert math.isclose(float(s["2.weight"]), 4.0 / math.sqrt(50), rel_tol=1e-6)
+    assert math.isclose(float(s["4.weight"]), 1.0 / math.sqrt(50), rel_tol=1e-6)
+    assert math.isclose(float(s["4.bias"]), 0.5, rel_tol=1e-6)
+    # tanh units are bounded, so Var f(x) <= output_scale² + bias_scale² = 1.25 at every x, however
+    # large the hidden scale. At the corner x = (3, 3), 2000 prior functions: the sample variance's
+    # relative standard error is ~ sqrt(2 / 2000) = 3 %, so 1.25 * 1.15 is > 4 standard errors away.
+    draws = prior.sample(torch.zeros((), **tkwargs), (2000,))
+    x = torch.full((1, 2), 3.0, **tkwargs)
+    f = torch.stack([torch.func.functional_call(net, {k: v[i] for k, v in draws.items()}, (x,)) for i in range(2000)])
+    assert float(f.var()) < 1.25 * 1.15
+    assert LayerwiseGaussian(scale=3.0).init_output_scale == 3.0  # default: the hidden layers' scale
+    with pytest.raises(ValueError, match="output_scale"):
+        LayerwiseGaussian(output_scale=0.0)
+
+
 def test_bad_hyperparameters():
     with pytest.raises(ValueError, match="scale"):
         IIDGaussian(0.0)
