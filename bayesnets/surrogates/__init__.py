@@ -8,7 +8,7 @@ from bayesnets.surrogates.bnn import BNNSurrogate, NetEnsembleModel
 from bayesnets.surrogates.data import check_train_data
 from bayesnets.surrogates.dkl import DKLSurrogate, FeatureKernel
 from bayesnets.surrogates.ensemble import DeepEnsembleSurrogate
-from bayesnets.surrogates.gp import fit_single_task_gp
+from bayesnets.surrogates.gp import fit_legacy_gp, fit_single_task_gp
 from bayesnets.surrogates.ibnn import IBNNSurrogate
 from bayesnets.surrogates.pfn import PFNSurrogate, fit_pfn
 from bayesnets.surrogates.registry import SURROGATES, make_surrogate
@@ -25,6 +25,7 @@ __all__ = [
     "PFNSurrogate",
     "TProcessSurrogate",
     "check_train_data",
+    "fit_legacy_gp",
     "fit_pfn",
     "fit_single_task_gp",
     "fit_tprocess",

@@ -17,7 +17,7 @@ from bayesnets.surrogates.bnn import BNNSurrogate
 from bayesnets.surrogates.data import check_train_data
 from bayesnets.surrogates.dkl import DKLSurrogate
 from bayesnets.surrogates.ensemble import DeepEnsembleSurrogate
-from bayesnets.surrogates.gp import fit_single_task_gp
+from bayesnets.surrogates.gp import fit_legacy_gp, fit_single_task_gp
 from bayesnets.surrogates.ibnn import IBNNSurrogate
 from bayesnets.surrogates.pfn import fit_pfn
 from bayesnets.surrogates.tprocess import fit_tprocess
@@ -40,6 +40,7 @@ def _bnn(inference: str) -> Builder:
 #: name -> builder ``(train_X, train_Y, *, seed, **options) -> fitted Model``.
 SURROGATES: dict[str, Builder] = {
     "gp": fit_single_task_gp,
+    "gp_legacy": fit_legacy_gp,
     "ibnn": IBNNSurrogate,
     "hmc": _bnn("hmc"),
     "nuts": _bnn("nuts"),

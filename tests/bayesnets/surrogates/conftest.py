@@ -17,6 +17,7 @@ from bayesnets.surrogates import make_surrogate
 #: Per-surrogate options for the tests: small nets, short runs.
 FAST = {
     "gp": {},
+    "gp_legacy": {},
     "ibnn": {},
     "hmc": {"width": 16, "depth": 1, "engine_options": {"num_warmup": 60, "num_samples": 10, "num_chains": 2}},
     "nuts": {"width": 16, "depth": 1, "engine_options": {"num_warmup": 40, "num_samples": 20, "max_tree_depth": 5}},

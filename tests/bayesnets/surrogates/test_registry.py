@@ -17,13 +17,14 @@ NAMES = list(SURROGATES)
 
 
 def test_registry_names_are_the_briefs(fast):
-    assert set(SURROGATES) == {"gp", "ibnn", "hmc", "nuts", "sghmc", "svi", "ensemble", "dkl", "tprocess", "pfn"}
+    assert set(SURROGATES) == {"gp", "gp_legacy", "ibnn", "hmc", "nuts", "sghmc", "svi", "ensemble", "dkl", "tprocess",
+                              "pfn"}
     assert set(fast) == set(SURROGATES)
 
 
 def test_unknown_name_lists_the_valid_ones(tkwargs):
     X = torch.rand(5, 2, **tkwargs)
-    with pytest.raises(ValueError, match="valid names: gp, ibnn"):
+    with pytest.raises(ValueError, match="valid names: gp, gp_legacy, ibnn"):
         make_surrogate("laplace", X, X[:, :1])
 
 
