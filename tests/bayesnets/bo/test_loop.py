@@ -80,17 +80,34 @@ class _Bowl(SyntheticTestFunction):
         return -(X - torch.tensor([0.65, 0.3]).to(X)).square().sum(-1)
 
 
-@pytest.mark.parametrize("surrogate", ["gp", "ibnn", "dkl", "tprocess"])
+@pytest.mark.parametrize("surrogate", ["gp", "gp_legacy", "ibnn", "dkl", "tprocess"])
 def test_gp_based_surrogates_improve_on_a_good_design(surrogate: str, tkwargs: dict) -> None:
     # Five Sobol points (seed 6) whose best lies 0.045 from the optimum: only 0.63 % of the square beats
     # it, so 3 iterations of 4 random proposals would improve with probability 1 - 0.9937^12 = 7 %. The
-    # GP-based surrogates model the bowl and do (regret ratios measured: gp 0.035, ibnn 0.81, dkl 0.41,
-    # tprocess 0.043). The network surrogates (hmc, nuts, sghmc, svi, ensemble) and the PFN did not at
-    # this seed: from five points they extrapolate trends and spend the 12 proposals near the edges;
-    # docs/bo.md lists how often each improved over 8 seeds.
+    # GP-based surrogates model the bowl and do (regret ratios measured: gp 0.035, gp_legacy 0.004,
+    # ibnn 0.81, dkl 0.41, tprocess 0.043). The network surrogates (hmc, nuts, sghmc, svi, ensemble)
+    # and the PFN did not at this seed: from five points they extrapolate trends and spend the 12
+    # proposals near the edges; docs/bo.md lists how often each improved over 8 seeds.
     problem = Problem("bowl", _Bowl(), paper=PAPER_BRANIN, optimal_value=0.0).to(**tkwargs)
     rec = run_bo(problem, surrogate, ITERATIONS, batch_size=4, seed=6, num_init=5, progress=False)
     assert rec.regret[0] == pytest.approx(0.00200, abs=5e-5)
+    assert rec.best[-1] > rec.best[0] + 1e-9, f"no improvement on the initial design: {rec.best}"
+
+
+@pytest.mark.parametrize("surrogate", ["hmc", "nuts", "sghmc", "svi", "ensemble", "pfn"])
+def test_other_surrogates_improve_on_a_middling_design(surrogate: str, tkwargs: dict) -> None:
+    # The same bowl at seed 7: the initial best lies 0.18 from the optimum and 10.6 % of the square beats
+    # it, so 12 random proposals would improve with probability 74 %. Each surrogate here did (final /
+    # initial regret measured: hmc 0.042, nuts 0.19, sghmc 0.65, svi 0.19, ensemble 0.78, pfn 0.067).
+    # This catches what makes proposals systematically bad -- a flipped sign, inputs scaled wrongly, a
+    # posterior that ignores its data and proposes the corners -- not that these surrogates search
+    # better than random from five points: docs/bo.md shows they do not (they improve in 4-6 of 8 seeds,
+    # where random proposals would in 4.85 on average).
+    problem = Problem("bowl", _Bowl(), paper=PAPER_BRANIN, optimal_value=0.0).to(**tkwargs)
+    options = None if surrogate == "hmc" else FAST.get(surrogate)  # HMC's defaults are test-sized already
+    rec = run_bo(problem, surrogate, ITERATIONS, batch_size=4, seed=7, num_init=5, progress=False,
+                 surrogate_options=options)
+    assert rec.regret[0] == pytest.approx(0.0337, abs=5e-4)
     assert rec.best[-1] > rec.best[0] + 1e-9, f"no improvement on the initial design: {rec.best}"
 
 
