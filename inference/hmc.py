@@ -506,12 +506,14 @@ def ascend(value_and_grad: ValueAndGrad, z0: Tensor, steps: int, lr: float = 1e-
     z = z0.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([z], lr=float(lr))
     best, best_lp = z0.detach().clone(), torch.full(z0.shape[:1], -math.inf, dtype=z0.dtype, device=z0.device)
-    for _ in range(int(steps) + 1):
+    for i in range(int(steps) + 1):
         grad, lp = value_and_grad(z.detach())
         ok = torch.isfinite(lp) & torch.isfinite(grad).all(-1)
         better = ok & (lp > best_lp)
         best = torch.where(better.unsqueeze(-1), z.detach(), best)
         best_lp = torch.where(better, lp, best_lp)
+        if i == int(steps):
+            break
         # a chain that left the finite region restarts from its best point
         z.data = torch.where(ok.unsqueeze(-1), z.detach(), best)
         z.grad = torch.where(ok.unsqueeze(-1), -grad, torch.zeros_like(grad))

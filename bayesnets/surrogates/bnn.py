@@ -46,7 +46,7 @@ __all__ = ["ACTIVATIONS", "INFERENCE", "BNNSurrogate", "NetEnsembleModel",
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
 
 #: Width and hidden layers of the default MLP. The paper used 128 x 3 for the synthetic problems;
-#: 50 x 2 keeps an HMC fit within a few times a GP fit on a CPU (the brief's 5x budget; see
+#: 50 x 2 keeps an HMC fit within a few times a GP fit on a CPU (issue 12's 5x budget; see
 #: docs/surrogates.md for the timings) while being wide enough for the 2-10-D problems.
 DEFAULT_WIDTH, DEFAULT_DEPTH = 50, 2
 #: Prior of the noise scale on standardised outcomes: LogNormal with median 0.05 and log-sd 0.5
@@ -235,7 +235,7 @@ INFERENCE = ("hmc", "nuts", "sghmc", "svi")
 #: pre-training, 60 warm-up, <= 8 steps 0.36 / 0.35 in 1.1 / 0.9 s; these defaults 0.34 / 0.35
 #: in 0.7 / 0.6 s. Hartmann-6, 40 points: GP 0.80; old 0.81 / 0.80 in 0.9 s; these 0.77 / 0.76
 #: in 0.8 / 0.7 s. Earlier, 4 chains x (100 + 25) with 32 steps on a 50 x 2 net: 0.37 in 9.3 s on
-#: Hartmann-6. The brief's budget is 5x the GP per BO iteration; raise ``max_num_steps`` or
+#: Hartmann-6. Issue 12's budget is 5x the GP per BO iteration; raise ``max_num_steps`` or
 #: ``num_warmup`` for a closer fit.
 HMC_DEFAULTS = {"num_chains": 16, "num_warmup": 30, "num_samples": 5, "max_num_steps": 6,
                 "pretrain_steps": 100, "pretrain_lr": 0.05}
