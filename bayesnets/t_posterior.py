@@ -23,7 +23,7 @@ from botorch.sampling.normal import SobolQMCNormalSampler
 from torch import Tensor
 from torch.distributions import Distribution
 
-from priors.processes import InverseGamma, mixture_log_prob, psd_cholesky, scale_from_normal
+from priors.processes import InverseGamma, mixture_log_prob, psd_factor, scale_from_normal
 
 __all__ = ["MultivariateTPosterior", "ScaleMixturePosterior"]
 
@@ -70,9 +70,11 @@ class ScaleMixturePosterior(Posterior):
 
     @property
     def scale_tril(self) -> Tensor:
-        """Cholesky factor of ``covariance`` ``[*batch, q, q]`` (jittered if needed, with a warning)."""
+        """A square root of ``covariance`` ``[*batch, q, q]``: its Cholesky factor (jittered if needed), or
+        for an indefinite covariance (a batch of nearly coincident points) the square root of the nearest
+        PSD matrix, with a warning (:func:`priors.processes.psd_factor`)."""
         if self._scale_tril is None:
-            self._scale_tril, _ = psd_cholesky(self.covariance, "posterior covariance")
+            self._scale_tril = psd_factor(self.covariance, "posterior covariance")
         return self._scale_tril
 
     def _extended_shape(self, sample_shape: torch.Size = torch.Size()) -> torch.Size:  # noqa: B008

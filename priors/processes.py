@@ -55,6 +55,7 @@ __all__ = [
     "gamma_icdf",
     "mixture_log_prob",
     "psd_cholesky",
+    "psd_factor",
     "scale_from_normal",
 ]
 
@@ -112,6 +113,34 @@ def psd_cholesky(matrix: Tensor, what: str = "kernel matrix") -> tuple[Tensor, f
         f"the {what} is not positive definite even with jitter {jitter / 10:.1e} x mean(diag); increase the noise, "
         "remove duplicated inputs or compute in float64"
     )
+
+
+def psd_factor(matrix: Tensor, what: str = "covariance") -> Tensor:
+    """A factor ``F`` ``[..., n, n]`` with ``F Fᵀ = matrix`` for sampling: the Cholesky factor of
+    :func:`psd_cholesky` when it exists, else ``V sqrt(max(λ, 0))`` from the symmetric eigen
+    decomposition, i.e. the nearest PSD matrix's square root (with a warning).
+
+    Sampling needs no triangular factor, only some square root, and a posterior covariance at
+    nearly coincident points (an acquisition optimiser's batch can collapse onto one point)
+    can be indefinite by more than any jitter that keeps the variances honest.
+
+    Raises:
+        ValueError: non-finite entries.
+    """
+    try:
+        return psd_cholesky(matrix, what)[0]
+    except ValueError:
+        if not bool(torch.isfinite(matrix).all()):
+            raise
+    sym = 0.5 * (matrix + matrix.mT)
+    eigenvalues, vectors = torch.linalg.eigh(sym)
+    clipped = eigenvalues.clamp_min(0.0)
+    worst = float((clipped - eigenvalues).max() / sym.diagonal(dim1=-2, dim2=-1).abs().mean().clamp_min(
+        torch.finfo(sym.dtype).tiny))
+    warnings.warn(f"the {what} is not positive definite (eigenvalues down to -{worst:.1e} x mean(diag)); sampling "
+                  "from its nearest positive semi-definite matrix (negative eigenvalues set to 0)",
+                  RuntimeWarning, stacklevel=3)
+    return vectors * clipped.sqrt().unsqueeze(-2)
 
 
 # ====================================================================== scale distributions

@@ -80,6 +80,24 @@ def test_posterior_validation(tkwargs: dict) -> None:
         MultivariateTPosterior(loc, torch.eye(3, **tkwargs), df=0.0)
 
 
+def test_indefinite_covariance_still_samples_its_nearest_psd_matrix(tkwargs: dict) -> None:
+    # Two coincident points and a third: the exact covariance is singular, and a rounding error of
+    # +1e-3 x its scale off the diagonal (as an acquisition optimiser's collapsed batch produces) is beyond any jitter.
+    # Sampling uses V sqrt(max(lambda, 0)): a square root of the nearest PSD matrix, warned about.
+    A = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.3, 0.9]], **tkwargs)
+    cov = A @ A.mT + 1e-3 * torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]], **tkwargs)
+    post = MultivariateTPosterior(torch.zeros(3, **tkwargs), cov, df=5.0)
+    with pytest.warns(RuntimeWarning, match="not positive definite .* nearest positive semi-definite"):
+        factor = post.scale_tril
+    eigenvalues, vectors = torch.linalg.eigh(cov)
+    nearest = (vectors * eigenvalues.clamp_min(0.0)) @ vectors.mT
+    torch.testing.assert_close(factor @ factor.mT, nearest)
+    samples = post.rsample(torch.Size([64]))
+    assert samples.shape == (64, 3, 1) and bool(torch.isfinite(samples).all())
+    with pytest.raises(ValueError, match="non-finite"):
+        MultivariateTPosterior(torch.zeros(3, **tkwargs), cov * float("nan"), df=5.0).rsample()
+
+
 @pytest.mark.parametrize("cls", [TProcessRegression, BurrXIIRegression, NNGPRegression])
 def test_mc_acquisition_functions_run_with_gradients(cls, tkwargs: dict) -> None:
     g = torch.Generator().manual_seed(0)
