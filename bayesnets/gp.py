@@ -47,7 +47,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from bayesnets.t_posterior import ScaleMixturePosterior
-from priors.distributions import positive_float
+from inference.checks import positive_float
 from priors.kernels import NNGPKernel
 from priors.processes import (
     BurrXIIScale,

@@ -33,7 +33,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from bayesnets.gp import default_kernel
-from priors.distributions import positive_float
+from inference.checks import positive_float
 from priors.processes import InverseGamma, psd_cholesky
 
 __all__ = ["SparseTProcessClassifier", "fit_classifier", "inducing_points_by_class"]

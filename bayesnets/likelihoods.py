@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from priors.distributions import move_distribution, positive_float
+from inference.checks import positive_float
+from priors.distributions import move_distribution
 
 __all__ = [
     "Bernoulli",

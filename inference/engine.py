@@ -1,25 +1,21 @@
 """The engine contract: ``Engine(**settings).fit(model, x, y, progress=True) -> Posterior``.
 
 Shared plumbing lives here: data checks (the model's own ``check_data`` when it has
-one), per-chain seeding that does not clobber the caller's random state, and the
-model-kind tests engines branch on.
+one) and the model-kind tests engines branch on; seeding is :mod:`inference.seeding`.
 """
 
 from __future__ import annotations
 
-import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
 from typing import Any
 
-import pyro
-import torch
 from torch import Tensor
 
 from inference.data import check_data
 from inference.posterior import Posterior
+from inference.seeding import base_seed, seeded
 
-__all__ = ["Engine", "has_fast_density", "prepare_data", "seeded"]
+__all__ = ["Engine", "base_seed", "has_fast_density", "prepare_data", "seeded"]
 
 
 def has_fast_density(model: Any) -> bool:
@@ -33,34 +29,6 @@ def prepare_data(model: Any, x: Tensor, y: Tensor | None) -> tuple[Tensor, Tenso
         return model.check_data(x, y)
     check_data(x, y)
     return x, y
-
-
-def base_seed(seed: int | None) -> int:
-    """The engine's seed, or one drawn from torch's global generator (so that seeding
-    torch makes every engine reproducible)."""
-    if seed is not None:
-        return int(seed)
-    return int(torch.randint(0, 2**31 - 1, ()).item())
-
-
-@contextlib.contextmanager
-def seeded(seed: int, like: Tensor | None = None) -> Iterator[None]:
-    """Run a block with every RNG Pyro uses seeded by ``seed``, then restore the
-    caller's random state."""
-    devices = [like.device] if like is not None and like.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        import random
-
-        import numpy as np
-
-        # Pyro seeds the legacy global NumPy and Python generators too; put them back.
-        py_state, np_state = random.getstate(), np.random.get_state()  # noqa: NPY002
-        try:
-            pyro.set_rng_seed(seed)
-            yield
-        finally:
-            random.setstate(py_state)
-            np.random.set_state(np_state)  # noqa: NPY002
 
 
 class Engine(ABC):

@@ -49,14 +49,6 @@ def _rebuild_args(cls: type) -> tuple[str, ...]:
     return tuple(names)
 
 
-def positive_float(value: float | Tensor, name: str) -> float:
-    """Check that a hyperparameter is a finite positive number and return it as float."""
-    v = float(value)
-    if not (v > 0.0 and v < float("inf")):
-        raise ValueError(f"{name} must be a finite positive number, got {value!r}")
-    return v
-
-
 def as_tensor_like(value: float | Tensor, like: Tensor) -> Tensor:
     """``value`` as a tensor on ``like``'s device with ``like``'s floating dtype."""
     return torch.as_tensor(value, dtype=like.dtype, device=like.device)

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, constraints
 from torch.distributions import InverseGamma as _TorchInverseGamma
 
-from priors.distributions import positive_float
+from inference.checks import positive_float
 
 __all__ = [
     "BurrXII",
@@ -78,12 +78,27 @@ JITTER_TRIES = 6
 
 
 # ====================================================================== linear algebra
+def _factorised(chol: Tensor, info: Tensor, scale: Tensor) -> bool:
+    """Whether ``cholesky_ex`` succeeded on every matrix of the batch with pivots that are not
+    round-off: a squared pivot below ``n · eps · scale`` is within the factorisation's backward
+    error of zero (Higham, *Accuracy and Stability of Numerical Algorithms*, Thm 10.3), so the
+    matrix is numerically singular and whether LAPACK reports success depends on the last bits
+    of rounding (an exactly singular kernel matrix factorised on one CPU and failed on another)."""
+    if bool(info.any()):
+        return False
+    n = chol.shape[-1]
+    floor = n * torch.finfo(chol.dtype).eps * scale
+    return bool((chol.diagonal(dim1=-2, dim2=-1).square().amin(-1) >= floor).all())
+
+
 def psd_cholesky(matrix: Tensor, what: str = "kernel matrix") -> tuple[Tensor, float]:
     """Lower Cholesky factor of a symmetric PSD ``matrix`` ``[..., n, n]``, with jitter if needed.
 
     Tries the plain factorisation first, then adds ``jitter · mean(diag) · I`` with jitter
     growing tenfold from :data:`JITTER_START` for :data:`JITTER_TRIES` steps, warning with the
-    jitter used.
+    jitter used. A factorisation counts only when every squared pivot exceeds ``n · eps ·
+    mean(diag)`` (below that it is round-off of zero), so a singular matrix gets jitter on every
+    machine, not only where LAPACK's rounding happens to give a non-positive pivot.
 
     Returns:
         ``(L, jitter)`` with ``jitter`` the relative jitter added (0.0 when none was needed).
@@ -93,15 +108,15 @@ def psd_cholesky(matrix: Tensor, what: str = "kernel matrix") -> tuple[Tensor, f
     """
     if not bool(torch.isfinite(matrix).all()):
         raise ValueError(f"the {what} has non-finite entries; check the inputs and hyperparameters for inf/NaN")
-    chol, info = torch.linalg.cholesky_ex(matrix)
-    if not bool(info.any()):
-        return chol, 0.0
     scale = matrix.diagonal(dim1=-2, dim2=-1).mean(-1).abs().clamp_min(torch.finfo(matrix.dtype).tiny)
+    chol, info = torch.linalg.cholesky_ex(matrix)
+    if _factorised(chol, info, scale):
+        return chol, 0.0
     eye = torch.eye(matrix.shape[-1], dtype=matrix.dtype, device=matrix.device)
     jitter = JITTER_START.get(matrix.dtype, 1e-7)
     for _ in range(JITTER_TRIES):
         chol, info = torch.linalg.cholesky_ex(matrix + (jitter * scale)[..., None, None] * eye)
-        if not bool(info.any()):
+        if _factorised(chol, info, scale):
             warnings.warn(
                 f"the {what} was not numerically positive definite; added jitter {jitter:.1e} x mean(diag) "
                 "to its diagonal. Increase the noise (or check for duplicated inputs) if this recurs.",

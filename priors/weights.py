@@ -24,7 +24,7 @@ import pyro.distributions as dist
 import torch
 from torch import Tensor, nn
 
-from priors.distributions import positive_float
+from inference.checks import positive_float
 
 __all__ = [
     "GaussianWeightPrior",

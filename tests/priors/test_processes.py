@@ -189,6 +189,13 @@ def test_psd_cholesky_jitter_and_errors(tkwargs: dict) -> None:
     assert jitter > 0 and torch.allclose(L @ L.mT, K, atol=1e-6)
     _, none = psd_cholesky(K + torch.eye(7, **tkwargs))
     assert none == 0.0
+    # LAPACK factorises this one (its pivots are positive), but a squared pivot of 1e-20 of the
+    # diagonal is round-off of zero in float64: it must get jitter on every machine.
+    tiny = torch.diag(torch.tensor([1.0, 1e-20], **tkwargs))
+    assert int(torch.linalg.cholesky_ex(tiny).info) == 0
+    with pytest.warns(RuntimeWarning, match="jitter"):
+        _, jitter = psd_cholesky(tiny)
+    assert jitter > 0
     with pytest.raises(ValueError, match="non-finite"):
         psd_cholesky(torch.full((2, 2), math.nan, **tkwargs))
     with pytest.raises(ValueError, match="not positive definite"):
