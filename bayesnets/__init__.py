@@ -4,6 +4,7 @@
 here, priors in :mod:`priors`, engines and posteriors in :mod:`inference`.
 """
 
+from bayesnets import _moved  # noqa: F401  (old module paths, one release)
 from bayesnets.bnn import OBS, BayesianNet
 from bayesnets.likelihoods import (
     Bernoulli,

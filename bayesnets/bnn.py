@@ -17,7 +17,6 @@ then the plated observation site ``obs``.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 
 import pyro
@@ -27,12 +26,12 @@ from pyro.distributions.transforms import biject_to
 from pyro.nn import PyroModule
 from torch import Tensor, nn
 from torch.distributions import Transform
-from torch.func import functional_call, vmap
+from torch.func import functional_call
 
 from bayesnets.likelihoods import Likelihood
 from inference.data import check_data
 from inference.posterior import OBS
-from priors.weights import IIDGaussian, WeightPrior
+from priors.weights import IIDGaussian, WeightPrior, forward_draws
 
 __all__ = ["OBS", "BayesianNet"]
 
@@ -310,24 +309,7 @@ class BayesianNet(PyroModule):
             ``f`` of shape ``[S, N, num_outputs]``.
         """
         weights, _ = self._split(params)
-        num = next(iter(weights.values())).shape[0]
-        chunk = num if chunk_size is None else max(1, int(chunk_size))
-
-        def one(w: dict[str, Tensor]) -> Tensor:
-            return functional_call(self.net, w, (x,))
-
-        outs = []
-        try:
-            batched = vmap(one, randomness="different")
-            for start in range(0, num, chunk):
-                outs.append(batched({n: w[start:start + chunk] for n, w in weights.items()}))
-        except (RuntimeError, NotImplementedError) as err:
-            # Some modules (data-dependent control flow, in-place buffer updates) cannot be
-            # vmapped; a loop gives the same numbers, only slower.
-            warnings.warn(f"vmap over draws failed ({err}); predicting draw by draw", RuntimeWarning,
-                          stacklevel=2)
-            outs = [torch.stack([one({n: w[i] for n, w in weights.items()}) for i in range(num)])]
-        return torch.cat(outs, 0)
+        return forward_draws(self.net, weights, x, chunk_size)
 
     def posterior_predictive(self, params: Mapping[str, Tensor], x: Tensor,
                              chunk_size: int | None = None) -> tuple[Tensor, Tensor]:

@@ -11,7 +11,7 @@ and the scale hyperparameter:
 
 * ``NNGP``: ``σ² = scale`` (fitted);
 * ``Inverse Gamma``: ``σ² ~ InvGamma(α, β)``, ``α = 2`` held fixed (a prior: fitting it drifts to
-  the NNGP, see ``bayesnets/gp.py``), ``β`` fitted;
+  the NNGP, see ``bayesnets/tprocess/regression.py``), ``β`` fitted;
 * ``Burr XII``: ``σ² ~ BurrXII(c=2, d=1, λ)``, shapes fixed, ``λ`` fitted; 1024 importance draws.
 
 ``grid`` (the paper's pre-ICLR protocol, ``reg.sh`` of its ``neurips`` branch): 80 % train /
@@ -47,7 +47,7 @@ import torch
 from sklearn.datasets import load_diabetes
 from tqdm.auto import tqdm
 
-from bayesnets.gp import (
+from bayesnets.tprocess.regression import (
     BurrXIIRegression,
     NNGPRegression,
     TProcessRegression,

@@ -34,9 +34,8 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from bayesnets.bnn import BayesianNet
-from bayesnets.likelihoods import Gaussian
-from inference.engine import base_seed, seeded
+from inference.data import check_data
+from inference.seeding import base_seed, seeded
 from priors.processes import psd_cholesky
 from priors.wasserstein import (
     CRITIC_HIDDEN,
@@ -47,9 +46,17 @@ from priors.wasserstein import (
     sliced_wasserstein,
     sqrtm_psd,
 )
-from priors.weights import WeightPrior
+from priors.weights import WeightPrior, forward_draws
 
-__all__ = ["ESTIMATORS", "GPTarget", "MatchResult", "MeasurementSet", "match_prior", "plot_prior_functions"]
+__all__ = [
+    "ESTIMATORS",
+    "GPTarget",
+    "MatchResult",
+    "MeasurementSet",
+    "PriorNetwork",
+    "match_prior",
+    "plot_prior_functions",
+]
 
 #: The distance estimators :func:`match_prior` offers.
 ESTIMATORS = ("gaussian", "sliced", "critic")
@@ -275,38 +282,46 @@ def _outputs(f: Tensor) -> Tensor:
 
 
 # ===================================================================== the BNN
-def _as_model(net_or_model: nn.Module, weight_prior: WeightPrior | None, x: Tensor) -> BayesianNet:
-    """A :class:`BayesianNet` whose prior is ``weight_prior`` (only ``predict_f`` is used), checked on
-    the points ``x`` ``[M, ...]``."""
-    if isinstance(net_or_model, BayesianNet):
-        if weight_prior is not None and weight_prior is not net_or_model.prior:
+@dataclass
+class PriorNetwork:
+    """A network and the weight prior over its parameters: the BNN prior over functions.
+
+    Attributes:
+        net: the network (its own parameter values are not used).
+        prior: a :class:`~priors.weights.WeightPrior` bound to ``net``'s parameters.
+    """
+
+    net: nn.Module
+    prior: WeightPrior
+
+    def functions(self, x: Tensor, num: int) -> Tensor:
+        """``num`` draws of the BNN prior over functions at ``x``: ``[num, M, P]`` (differentiable in
+        the prior's parameters, by reparameterisation)."""
+        return forward_draws(self.net, self.prior.sample(x, (num,)), x)
+
+
+def _as_prior_network(net_or_model: nn.Module, weight_prior: WeightPrior | None, x: Tensor) -> PriorNetwork:
+    """The network and prior to match, checked on the points ``x`` ``[M, ...]``.
+
+    ``net_or_model`` is a model holding ``net`` and ``prior`` (a
+    :class:`~bayesnets.bnn.BayesianNet`; priors never import models, so it is recognised by
+    those attributes) or a bare ``nn.Module`` with ``weight_prior`` bound to it here.
+    """
+    prior = getattr(net_or_model, "prior", None)
+    if isinstance(prior, WeightPrior) and isinstance(getattr(net_or_model, "net", None), nn.Module):
+        if weight_prior is not None and weight_prior is not prior:
             raise ValueError("weight_prior must be None or the model's own prior when a BayesianNet is given")
-        model = net_or_model
+        pair = PriorNetwork(net_or_model.net, prior)
     elif isinstance(net_or_model, nn.Module):
         if not isinstance(weight_prior, WeightPrior):
             raise TypeError(f"weight_prior must be a priors.weights.WeightPrior for a bare nn.Module, got "
                             f"{type(weight_prior).__name__}")
-        # The likelihood is never evaluated; it only carries the output width, read off a probe.
-        weights = {n: p.detach().to(x) for n, p in net_or_model.named_parameters()}
-        try:
-            with torch.no_grad():
-                out = functional_call(net_or_model, weights, (x[:2],))
-        except (RuntimeError, TypeError, IndexError, ValueError) as err:
-            raise ValueError(f"measurement_set points of shape {tuple(x.shape)} do not fit the network: "
-                             f"{err}") from err
-        if not isinstance(out, Tensor) or out.dim() != 2:
-            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-            raise ValueError(f"the network must map [M, ...] inputs to [M, P] outputs, got {got}")
-        model = BayesianNet(net_or_model, weight_prior, Gaussian(1.0, num_outputs=out.shape[1]))
+        weight_prior.bind({n: p.shape for n, p in net_or_model.named_parameters()})
+        pair = PriorNetwork(net_or_model, weight_prior)
     else:
         raise TypeError(f"net_or_model must be a BayesianNet or an nn.Module, got {type(net_or_model).__name__}")
-    _check_points(model, x)
-    return model
-
-
-def _prior_functions(model: BayesianNet, x: Tensor, num: int) -> Tensor:
-    """``num`` draws of the BNN prior over functions at ``x``: ``[num, M, P]`` (differentiable in psi)."""
-    return model.predict_f(model.prior.sample(x, (num,)), x)
+    _check_points(pair, x)
+    return pair
 
 
 def _draw_points(measurement_set: Any) -> Tensor:
@@ -324,11 +339,25 @@ def _draw_points(measurement_set: Any) -> Tensor:
     return x
 
 
-def _check_points(model: BayesianNet, x: Tensor) -> None:
+def _check_points(pair: PriorNetwork, x: Tensor) -> None:
+    """The measurement points are finite, on the network's device, and map to ``[M, P]`` outputs."""
     try:
-        model.check_data(x)
+        check_data(x)
     except ValueError as err:
+        raise ValueError(f"measurement_set points of shape {tuple(x.shape)} are not usable: {err}") from err
+    weights = {n: p.detach().to(x) for n, p in pair.net.named_parameters()}
+    buffers = [t for t in pair.net.buffers() if t.device != x.device]
+    if buffers:
+        raise ValueError(f"the network's buffers are on {buffers[0].device} but the measurement points on {x.device}; "
+                         "move the network with .to(x.device)")
+    try:
+        with torch.no_grad():
+            out = functional_call(pair.net, weights, (x[:2],))
+    except (RuntimeError, TypeError, IndexError, ValueError) as err:
         raise ValueError(f"measurement_set points of shape {tuple(x.shape)} do not fit the network: {err}") from err
+    if not isinstance(out, Tensor) or out.dim() != 2:
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"the network must map [M, ...] inputs to [M, P] outputs, got {got}")
 
 
 # ======================================================================= match
@@ -402,7 +431,7 @@ def match_prior(net_or_model: nn.Module, weight_prior: WeightPrior | None, targe
     seed0 = base_seed(seed)
     with seeded(seed0):
         x0 = _draw_points(measurement_set)
-    model = _as_model(net_or_model, weight_prior, x0)
+    model = _as_prior_network(net_or_model, weight_prior, x0)
     if isinstance(tgt, GPTarget):
         tgt.check_inputs(x0)
     prior = model.prior
@@ -449,11 +478,11 @@ def match_prior(net_or_model: nn.Module, weight_prior: WeightPrior | None, targe
     return MatchResult(torch.tensor(record), estimator, time.perf_counter() - start, initial_state)
 
 
-def _distance(model: BayesianNet, tgt: GPTarget | _CallableTarget, x: Tensor, n: int, estimator: str,
+def _distance(model: PriorNetwork, tgt: GPTarget | _CallableTarget, x: Tensor, n: int, estimator: str,
               critic: LipschitzCritic | None, settings: Mapping[str, Any]) -> Tensor:
     """One estimate of the distance between the BNN's and the target's functions at ``x``,
     summed over network outputs; differentiable in the prior's parameters."""
-    f = _outputs(_prior_functions(model, x, n))  # [P, n, M]
+    f = _outputs(model.functions(x, n))  # [P, n, M]
     outputs = range(f.shape[0])
     if estimator == "gaussian":
         if isinstance(tgt, GPTarget):
@@ -470,7 +499,7 @@ def _distance(model: BayesianNet, tgt: GPTarget | _CallableTarget, x: Tensor, n:
     if critic is None or critic.net[0].in_features != x.shape[0]:
         raise ValueError(f"measurement sets must keep one size for the critic (its input), got {x.shape[0]} points")
     with torch.no_grad():  # the critic trains on an independent batch, as in the paper
-        f_train = _outputs(_prior_functions(model, x, n))
+        f_train = _outputs(model.functions(x, n))
     g_train = _target_draws(tgt, x, n, f.shape[0])
     return sum(critic_wasserstein(f[p], g[p], critic, (f_train[p], g_train[p]), settings["critic_steps"],
                                   settings["critic_lr"], settings["critic_penalty"], settings["critic_threshold"])
@@ -507,7 +536,7 @@ def plot_prior_functions(net_or_model: nn.Module, weight_prior: WeightPrior | No
     """
     import matplotlib.pyplot as plt
 
-    model = _as_model(net_or_model, weight_prior, x)
+    model = _as_prior_network(net_or_model, weight_prior, x)
     tgt = _as_target(target)
     panels: list[tuple[str, Tensor]] = []
     with torch.no_grad():
@@ -516,9 +545,9 @@ def plot_prior_functions(net_or_model: nn.Module, weight_prior: WeightPrior | No
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 before.prior.load_state_dict(result.initial_state)
-            panels.append(("BNN prior before matching", _prior_functions(before, x, num_draws)[..., output]))
+            panels.append(("BNN prior before matching", before.functions(x, num_draws)[..., output]))
         label = "BNN prior after matching" if result is not None else "BNN prior"
-        panels.append((label, _prior_functions(model, x, num_draws)[..., output]))
+        panels.append((label, model.functions(x, num_draws)[..., output]))
         g = tgt.sample(x, num_draws)
         panels.append(("target (GP) prior", g if g.dim() == 2 else g[..., output]))
     order = x[:, feature].argsort()

@@ -17,12 +17,14 @@ Conventions for a parameter tensor of shape ``[out, in, *kernel]``: its fan-in i
 from __future__ import annotations
 
 import math
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 
 import pyro.distributions as dist
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call, vmap
 
 from inference.checks import positive_float
 
@@ -33,6 +35,7 @@ __all__ = [
     "LayerwiseGaussian",
     "WeightPrior",
     "fan_in",
+    "forward_draws",
 ]
 
 
@@ -327,3 +330,37 @@ class HierarchicalGaussian(GaussianWeightPrior):
             b = self.log_rate[i].detach().to(w).exp() + 0.5 * sq
             out[self.site_name(name)] = dist.Gamma(a.expand_as(b), b).sample()
         return out
+
+
+def forward_draws(net: nn.Module, weights: Mapping[str, Tensor], x: Tensor, chunk_size: int | None = None) -> Tensor:
+    """The network's outputs for a batch of weight draws, vectorised with ``vmap``.
+
+    Args:
+        net: the network; its own parameter values are not used.
+        weights: a draw batch of every parameter of ``net``, ``name -> [S, *shape]`` (other
+            entries, e.g. a prior's hyper sites, are ignored).
+        x: inputs ``[N, ...]``.
+        chunk_size: draws per vectorised call (bounds memory); default all.
+
+    Returns:
+        ``[S, N, *out]``, differentiable in ``weights``.
+    """
+    names = [n for n, _ in net.named_parameters()]
+    missing = [n for n in names if n not in weights]
+    if missing:
+        raise ValueError(f"weights lacks the network parameter(s) {missing}")
+    draws = {n: weights[n] for n in names}
+    num = next(iter(draws.values())).shape[0]
+    chunk = num if chunk_size is None else max(1, int(chunk_size))
+
+    def one(w: dict[str, Tensor]) -> Tensor:
+        return functional_call(net, w, (x,))
+
+    try:
+        batched = vmap(one, randomness="different")
+        return torch.cat([batched({n: w[s:s + chunk] for n, w in draws.items()}) for s in range(0, num, chunk)], 0)
+    except (RuntimeError, NotImplementedError) as err:
+        # Some modules (data-dependent control flow, in-place buffer updates) cannot be
+        # vmapped; a loop gives the same numbers, only slower.
+        warnings.warn(f"vmap over draws failed ({err}); predicting draw by draw", RuntimeWarning, stacklevel=2)
+        return torch.stack([one({n: w[i] for n, w in draws.items()}) for i in range(num)])

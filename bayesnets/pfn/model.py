@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from torch.distributions import Categorical
 
 from bayesnets.pfn.bar import BarDistribution, fit_borders
+from bayesnets.pfn.weights import weights_file
 
 __all__ = ["PFN", "PFNConfig", "PFNLayer"]
 
@@ -278,7 +279,7 @@ class PFN(nn.Module):
 
     @classmethod
     def pretrained(cls, name: str = "gp") -> PFN:
-        """A PFN shipped with the package (no network): see :mod:`bayesnets.pfn.pretrained`."""
-        from bayesnets.pfn.pretrained import load_pretrained
-
-        return load_pretrained(name)
+        """A PFN shipped with the package (no network; float32, eval mode, on the CPU — move it
+        with ``.to(device)``); :mod:`bayesnets.pfn.pretrained` lists what each one is."""
+        with weights_file(name) as path:
+            return cls.load(path).eval()

@@ -15,30 +15,16 @@ Available:
 
 from __future__ import annotations
 
-from importlib import resources
-
 from bayesnets.pfn.model import PFN
+from bayesnets.pfn.weights import available
 from priors.tasks import TaskPrior, prior_from_config
 
 __all__ = ["available", "load_pretrained", "pretrained_prior"]
 
-_PACKAGE = "bayesnets.pfn.weights"
-
-
-def available() -> list[str]:
-    """Names of the shipped PFNs."""
-    return sorted(p.name.removesuffix(".safetensors") for p in resources.files(_PACKAGE).iterdir()
-                  if p.name.endswith(".safetensors"))
-
 
 def load_pretrained(name: str = "gp") -> PFN:
     """Load a shipped PFN (float32, eval mode, on the CPU; move it with ``.to(device)``)."""
-    names = available()
-    if name not in names:
-        raise ValueError(f"no shipped PFN named {name!r}; available: {names}")
-    with resources.as_file(resources.files(_PACKAGE) / f"{name}.safetensors") as path:
-        model = PFN.load(path)
-    return model.eval()
+    return PFN.pretrained(name)
 
 
 def pretrained_prior(name: str = "gp") -> TaskPrior:

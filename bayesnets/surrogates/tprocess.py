@@ -1,4 +1,4 @@
-"""Student-t process surrogate: :class:`bayesnets.gp.TProcessRegression` with what BO needs.
+"""Student-t process surrogate: :class:`bayesnets.tprocess.regression.TProcessRegression` with what BO needs.
 
 The t-process (Lee et al., arXiv 2107.01408) is already a BoTorch model with a multivariate-t
 posterior that samples from base samples. This subclass adds an input transform, a
@@ -15,10 +15,10 @@ from botorch.models.transforms.input import InputTransform
 from botorch.models.transforms.outcome import Standardize
 from torch import Tensor
 
-from bayesnets.gp import TProcessRegression, fit_marginal_likelihood
 from bayesnets.surrogates.data import check_train_data
 from bayesnets.surrogates.ibnn import PAPER_BIAS_VARIANCE, PAPER_DEPTH, PAPER_WEIGHT_VARIANCE
 from bayesnets.surrogates.wrapping import DataMovingInputTransformed, fit_input_transform
+from bayesnets.tprocess.regression import TProcessRegression, fit_marginal_likelihood
 from priors.kernels import NNGPKernel
 
 __all__ = ["TProcessSurrogate", "fit_tprocess"]
@@ -35,7 +35,7 @@ class TProcessSurrogate(DataMovingInputTransformed, TProcessRegression):
         train_X: ``[n, d]``; train_Y: ``[n, 1]`` raw outcomes.
         input_transform: optional, e.g. ``Normalize(d)``.
         fit: fit the hyperparameters by the marginal likelihood now.
-        **kwargs: as :class:`~bayesnets.gp.TProcessRegression` (``kernel``, ``alpha``, ``beta``, ...).
+        **kwargs: as :class:`~bayesnets.tprocess.regression.TProcessRegression` (``kernel``, ``alpha``, ``beta``, ...).
     """
 
     _data_attributes = ("train_X", "train_Y")
@@ -49,7 +49,7 @@ class TProcessSurrogate(DataMovingInputTransformed, TProcessRegression):
         X = fit_input_transform(train_X, input_transform)
         kwargs.setdefault("outcome_transform", Standardize(m=1))
         if kwargs.get("kernel") is None:
-            # The paper's I-BNN start (depth 3, σ_w² 10, σ_b² 1.3): from bayesnets.gp's default
+            # The paper's I-BNN start (depth 3, σ_w² 10, σ_b² 1.3): from bayesnets.tprocess.regression's default
             # (σ_w² 2, σ_b² 0.1) the fit stayed near a flat mean on a 1-D hump over [0, 0.5].
             kwargs["kernel"] = NNGPKernel(depth=PAPER_DEPTH, weight_variance=PAPER_WEIGHT_VARIANCE,
                                           bias_variance=PAPER_BIAS_VARIANCE)

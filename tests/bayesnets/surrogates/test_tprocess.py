@@ -7,7 +7,7 @@ import torch
 from botorch.models.model import ModelList
 
 from bayesnets.surrogates.tprocess import TProcessSurrogate
-from bayesnets.t_posterior import ScaleMixturePosterior
+from bayesnets.tprocess.posterior import ScaleMixturePosterior
 
 
 def test_t_posterior_and_model_list(fit, device, tkwargs):

@@ -11,7 +11,8 @@ import torch
 from botorch.models.transforms.outcome import Standardize
 from scipy import stats
 
-from bayesnets.gp import (
+from bayesnets.tprocess.posterior import ScaleMixturePosterior
+from bayesnets.tprocess.regression import (
     MIN_NOISE,
     BurrXIIRegression,
     NNGPRegression,
@@ -19,7 +20,6 @@ from bayesnets.gp import (
     fit_marginal_likelihood,
     synthetic_regression,
 )
-from bayesnets.t_posterior import ScaleMixturePosterior
 from priors.kernels import NNGPKernel
 
 

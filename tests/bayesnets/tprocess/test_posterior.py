@@ -17,8 +17,8 @@ from botorch.sampling.normal import SobolQMCNormalSampler
 from scenarios import ALPHA, z_critical
 from scipy import stats
 
-from bayesnets.gp import BurrXIIRegression, NNGPRegression, TProcessRegression, fit_marginal_likelihood
-from bayesnets.t_posterior import MultivariateTPosterior, ScaleMixturePosterior
+from bayesnets.tprocess.posterior import MultivariateTPosterior, ScaleMixturePosterior
+from bayesnets.tprocess.regression import BurrXIIRegression, NNGPRegression, TProcessRegression, fit_marginal_likelihood
 from priors.processes import WeightedScales
 
 

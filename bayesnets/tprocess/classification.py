@@ -32,7 +32,7 @@ from torch.distributions import Gamma, kl_divergence
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from bayesnets.gp import default_kernel
+from bayesnets.tprocess.regression import default_kernel
 from inference.checks import positive_float
 from priors.processes import InverseGamma, psd_cholesky
 

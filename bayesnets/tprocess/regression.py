@@ -18,7 +18,7 @@ The solve runs in float64 by default (``dtype``) with a Cholesky factor that esc
 variances, ``α``, ``β``, ``ε``, ...) are fitted by :func:`fit_marginal_likelihood`.
 
 Every model is a ``botorch.models.model.Model``: :meth:`ScaleMixtureRegression.posterior`
-returns a :class:`~bayesnets.t_posterior.ScaleMixturePosterior` (a multivariate t for the
+returns a :class:`~bayesnets.tprocess.posterior.ScaleMixturePosterior` (a multivariate t for the
 t-process) or, for the NNGP, a ``GPyTorchPosterior``; both sample with base samples, so every
 BoTorch MC acquisition function works.
 
@@ -46,7 +46,7 @@ from linear_operator import to_linear_operator
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from bayesnets.t_posterior import ScaleMixturePosterior
+from bayesnets.tprocess.posterior import ScaleMixturePosterior
 from inference.checks import positive_float
 from priors.kernels import NNGPKernel
 from priors.processes import (
@@ -204,7 +204,7 @@ class ScaleMixtureRegression(Model):
             posterior_transform: e.g. a ``ScalarizedPosteriorTransform``.
 
         Returns:
-            A :class:`~bayesnets.t_posterior.ScaleMixturePosterior` (a multivariate t for the
+            A :class:`~bayesnets.tprocess.posterior.ScaleMixturePosterior` (a multivariate t for the
             t-process), or a ``GPyTorchPosterior`` for the NNGP.
         """
         if output_indices not in (None, [0]):

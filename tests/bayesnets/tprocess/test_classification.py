@@ -8,7 +8,7 @@ from scenarios import z_critical
 from sklearn.datasets import load_iris
 from torch.distributions import MultivariateNormal
 
-from bayesnets.gp_classification import SparseTProcessClassifier, fit_classifier, inducing_points_by_class
+from bayesnets.tprocess.classification import SparseTProcessClassifier, fit_classifier, inducing_points_by_class
 from priors.kernels import NNGPKernel
 from priors.processes import InverseGamma
 
