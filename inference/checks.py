@@ -8,9 +8,11 @@ its canonical Python type, so a constructor reads ``self.num_steps = check_int(n
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
-from collections.abc import Iterable
+import warnings
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 __all__ = [
@@ -20,6 +22,7 @@ __all__ = [
     "check_init",
     "check_int",
     "positive_float",
+    "renamed_kwargs",
 ]
 
 #: Start points every sampler and optimiser over a model's latent sites understands: a prior
@@ -28,6 +31,7 @@ __all__ = [
 INIT_STRATEGIES = ("prior", "module", "zeros")
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _number(value: Any) -> Any:
@@ -106,3 +110,28 @@ def check_choice(value: T, name: str, choices: Iterable[T]) -> T:
 def check_init(init: str, name: str = "init") -> str:
     """A start-point strategy from :data:`INIT_STRATEGIES`."""
     return check_choice(init, name, INIT_STRATEGIES)
+
+
+def renamed_kwargs(**renames: str) -> Callable[[F], F]:
+    """Decorator: keep old keyword names of a function or ``__init__`` working for one release.
+
+    ``@renamed_kwargs(num_burnin="num_warmup")`` maps ``num_burnin=`` to ``num_warmup=`` with a
+    ``DeprecationWarning`` naming the new keyword; passing both is a ``TypeError``. The new
+    names are the one vocabulary of ``docs/design.md``; the old ones go in the next release.
+    """
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            for old, new in renames.items():
+                if old in kwargs:
+                    if new in kwargs:
+                        raise TypeError(f"{fn.__qualname__}() got {old!r} (deprecated) and {new!r}; pass only {new!r}")
+                    warnings.warn(f"{fn.__qualname__}: {old!r} is deprecated, use {new!r} (the old name goes in the "
+                                  "next release)", DeprecationWarning, stacklevel=2)
+                    kwargs[new] = kwargs.pop(old)
+            return fn(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

@@ -255,6 +255,8 @@ class _WideNetworkKernel(Kernel):
 
 def _set_variance(kernel: _WideNetworkKernel, value: float | Tensor, name: str) -> None:
     raw = getattr(kernel, f"raw_{name}")
+    if not torch.is_tensor(value):  # a Python float in the parameter's dtype, not rounded to the default one
+        value = torch.as_tensor(value, dtype=raw.dtype, device=raw.device)
     value = _check_variance(value, name, allow_zero=False).to(raw)
     constraint = getattr(kernel, f"raw_{name}_constraint")
     kernel.initialize(**{f"raw_{name}": constraint.inverse_transform(value.expand_as(raw))})

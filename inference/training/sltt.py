@@ -31,8 +31,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+from torch.utils.data import DataLoader
 
-__all__ = ["LOSS_LAMBDA", "SavedTensorMeter", "bptt_step", "sltt_loss", "sltt_step"]
+from inference.checks import check_int
+from inference.seeding import base_seed, seeded
+from inference.training.fit import Fit
+from inference.training.loop import Minibatches
+from inference.training.trainer import Trainer
+
+__all__ = ["LOSS_LAMBDA", "SLTTTrainer", "SavedTensorMeter", "bptt_step", "sltt_loss", "sltt_step"]
 
 #: Weight of the MSE term in the per-step loss (official default ``-loss_lambda 0.05``).
 LOSS_LAMBDA = 0.05
@@ -49,7 +56,7 @@ def sltt_loss(out: Tensor, y: Tensor, loss_lambda: float = LOSS_LAMBDA) -> Tenso
 
 
 def _time_major(model: nn.Module, x: Tensor) -> Tensor:
-    if not hasattr(model, "step"):
+    if not callable(getattr(model, "step", None)):
         raise TypeError(f"model must have a step(x_t, state) -> (out, state) method, {type(model).__name__} has none")
     return model.sequence(x) if hasattr(model, "sequence") else x
 
@@ -126,6 +133,64 @@ def bptt_step(model: nn.Module, x: Tensor, y: Tensor, optimizer: torch.optim.Opt
     if optimizer is not None:
         optimizer.step()
     return total.detach()  # type: ignore[union-attr]
+
+
+class SLTTTrainer(Trainer):
+    """Train a spiking step model with SLTT (or SLTT-K) on minibatches: :func:`sltt_step` in the
+    shared loop (optimiser, schedule, clipping, checkpoints, history) instead of a hand loop.
+
+    Args:
+        num_steps: optimiser steps (one minibatch each).
+        K: SLTT-K: backpropagate at ``K`` random time steps per batch (default: every step).
+        loss_lambda: MSE weight of the default per-step loss :func:`sltt_loss`.
+        loss_fn: ``(out_t, y) -> scalar`` instead of the default loss.
+        Other arguments as for :class:`~inference.training.trainer.Trainer` (default: Adam, lr
+        1e-3; the paper trains with SGD or Adam and a cosine schedule, ``schedule="cosine"``).
+
+    Example:
+        >>> fit = SLTTTrainer(num_steps=200, batch_size=32).fit(SpikingMLP(4, [64], 3), (x, y))
+        >>> fit.history["loss"]        # [200]
+    """
+
+    def __init__(self, num_steps: int = 1000, *, K: int | None = None, loss_lambda: float = LOSS_LAMBDA,
+                 loss_fn: Loss | None = None, **loop: Any) -> None:
+        super().__init__(num_steps, **loop)
+        self.K = None if K is None else check_int(K, "K")
+        self.loss_lambda = float(loss_lambda)
+        self._loss_fn = loss_fn
+
+    def fit(self, model: nn.Module, data: tuple[Tensor, Tensor] | DataLoader, progress: bool = True) -> Fit:
+        """Train ``model`` (in place) on ``data``: ``(x, y)`` tensors (minibatches of
+        ``batch_size`` rows, default all) or a ``DataLoader`` of ``(x, y)`` batches.
+
+        Returns:
+            A :class:`~inference.training.fit.Fit` with ``history["loss"]`` (``sum_t l_t`` per step).
+        """
+        if not callable(getattr(model, "step", None)):
+            raise TypeError(f"model must have a step(x_t, state) -> (out, state) method, {type(model).__name__} "
+                            "has none")
+        seed = base_seed(self.seed)
+        with seeded(seed):
+            if isinstance(data, DataLoader):
+                batches: Any = data
+            elif isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
+                gen = torch.Generator().manual_seed(seed)
+                batches = Minibatches(*data, batch_size=self.batch_size, generator=gen)
+            else:
+                raise TypeError(f"data must be (x, y) tensors or a DataLoader of (x, y) batches, got "
+                                f"{type(data).__name__}")
+            step_gen = torch.Generator().manual_seed(seed + 1)  # SLTT-K's choice of time steps
+            model.train()
+
+            def loss(batch: tuple[Tensor, Tensor]) -> Tensor:
+                x, y = batch
+                return sltt_step(model, x, y, K=self.K, loss_fn=self._loss_fn, loss_lambda=self.loss_lambda,
+                                 generator=step_gen)
+
+            result = self._optimize(model, loss, batches=batches, backward=False, progress=progress,
+                                    generators={"time_steps": step_gen})
+        model.eval()
+        return Fit(model, result.history, self._record(result, seed))
 
 
 class _Held:
