@@ -11,8 +11,9 @@ or data-parallel on several GPUs / nodes (each rank draws its own datasets)::
     torchrun --nproc_per_node=8 -m bayesnets.pfn.recipes gp --size gpu --device cuda
 
 A killed run resumes from its checkpoint when started again with the same arguments.
-The result is written as ``<out>`` (safetensors, float16 by default to keep the package small)
-with the training record (steps, device, final loss, wall time) in its metadata.
+Each recipe is a :class:`~bayesnets.pfn.train.PFNTrainer` run. The result is written as ``<out>``
+(safetensors, float16 by default to keep the package small) with the training record (steps,
+device, final loss, wall time) in its metadata.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 import torch
 
 from bayesnets.pfn.model import PFNConfig
-from bayesnets.pfn.train import train_pfn
+from bayesnets.pfn.train import PFNTrainer
 from priors.tasks import GPHyperPrior, LearningCurvePrior, TaskPrior
 
 __all__ = ["RECIPES", "Recipe", "gp_prior"]
@@ -45,8 +46,8 @@ def gp_prior() -> GPHyperPrior:
 
 @dataclass
 class Recipe:
-    """A prior, an architecture, training settings (keyword arguments of :func:`train_pfn`) and the
-    shipped file's name (default: the recipe's name)."""
+    """A prior, an architecture, training settings (keyword arguments of
+    :class:`~bayesnets.pfn.train.PFNTrainer`) and the shipped file's name (default: the recipe's name)."""
 
     prior: Any
     model: PFNConfig
@@ -58,12 +59,12 @@ RECIPES: dict[str, dict[str, Recipe]] = {
     "gp": {
         # Small enough to train on 2 shared CPU cores in well under an hour (see docs/pfn.md).
         "cpu": Recipe(gp_prior, PFNConfig(max_features=5, emsize=64, nlayers=4, nhead=4, nhid=128, num_buckets=500),
-                      dict(steps=5000, batch_size=16, seq_len=220, num_test=20, min_train=1, lr=2e-3,
+                      dict(num_steps=5000, batch_size=16, seq_len=220, num_test=20, min_train=1, lr=2e-3,
                            checkpoint_every=250)),
         # The paper's GP-PFN size (emsize 512, 6 layers, 4 heads, nhid 1024, 1000 buckets) for one or more GPUs.
         "gpu": Recipe(gp_prior, PFNConfig(max_features=5, emsize=512, nlayers=6, nhead=4, nhid=1024,
                                           num_buckets=1000),
-                      dict(steps=40_000, batch_size=256, seq_len=260, num_test=40, min_train=1, lr=3e-4,
+                      dict(num_steps=40_000, batch_size=256, seq_len=260, num_test=40, min_train=1, lr=3e-4,
                            checkpoint_every=1000)),
     },
     # LC-PFN (arXiv:2310.20447): curves of 100 epochs, cut-off uniform in 1..99 (right-censoring).
@@ -72,14 +73,14 @@ RECIPES: dict[str, dict[str, Recipe]] = {
         # 57 min of one shared CPU core, final loss -2.25; the paper trains on 10M curves).
         "cpu": Recipe(LearningCurvePrior, PFNConfig(max_features=1, emsize=128, nlayers=3, nhead=4, nhid=256,
                                                     num_buckets=1000),
-                      dict(steps=4000, batch_size=32, seq_len=100, num_test=None, min_train=1,
+                      dict(num_steps=4000, batch_size=32, seq_len=100, num_test=None, min_train=1,
                            split_weighting="uniform", lr=1e-3, border_datasets=10_000, checkpoint_every=250),
                       weights="lcpfn"),
         # The paper's default model (P3: emsize 512, 12 layers, nhid 1024, 1000 buckets) on its 10M curves:
         # 100k steps x 100 curves, lr 1e-4, cosine with 25% linear warm-up, borders from 10k prior curves.
         "gpu": Recipe(LearningCurvePrior, PFNConfig(max_features=1, emsize=512, nlayers=12, nhead=4, nhid=1024,
                                                     num_buckets=1000),
-                      dict(steps=100_000, batch_size=100, seq_len=100, num_test=None, min_train=1,
+                      dict(num_steps=100_000, batch_size=100, seq_len=100, num_test=None, min_train=1,
                            split_weighting="uniform", lr=1e-4, warmup_steps=25_000, border_datasets=10_000,
                            checkpoint_every=1000),
                       weights="lcpfn"),
@@ -113,14 +114,15 @@ def main(argv: list[str] | None = None) -> None:
     prior: TaskPrior = recipe.prior().to(args.device)
     kwargs = dict(recipe.train)
     if args.steps:
-        kwargs["steps"] = args.steps
+        kwargs["num_steps"] = args.steps
     if args.batch_size:
         kwargs["batch_size"] = args.batch_size
     out = Path(args.out) if args.out else WEIGHTS_DIR / f"{recipe.weights or args.name}.safetensors"
     ckpt = Path(args.checkpoint) if args.checkpoint else Path(f"{args.name}-{args.size}.ckpt.safetensors")
-    model = train_pfn(prior, recipe.model, seed=args.seed, checkpoint_path=ckpt, **kwargs)
+    fit = PFNTrainer(seed=args.seed, checkpoint_path=ckpt, **kwargs).fit(recipe.model, prior)
     rank = torch.distributed.get_rank() if distributed else 0
     if rank == 0:
+        model = fit.module
         record = dict(model.metadata["training"])
         record.update(recipe=f"{args.name}/{args.size}", threads=torch.get_num_threads(),
                       command="python -m bayesnets.pfn.recipes " + " ".join(argv if argv is not None else

@@ -5,29 +5,30 @@ Each step draws a fresh batch of datasets from the prior, splits every dataset i
 log-likelihood under the network's predictive — the prior-data NLL, which equals the
 expected KL from the true posterior predictive up to a constant (paper, Corollary 1.1).
 
-Engineering for long runs:
+:class:`PFNTrainer` is a :class:`~inference.training.trainer.Trainer`:
+``PFNTrainer(**settings).fit(model, prior) -> PFNFit``. What is PFN-specific lives here — the
+split of each dataset, the fitted bucket borders, the loss, the per-rank data streams; the
+optimisation itself is the shared loop (:func:`inference.training.loop.optimize`):
 
 * AdamW, linear warm-up then cosine decay to zero, gradient-norm clipping, mixed precision
-  on CUDA (bf16 autocast where supported, else fp16 with a gradient scaler).
-* Checkpoints are safetensors files (never pickle): the model, every optimizer state tensor,
-  and the random states (data generator, torch's CPU/CUDA generators, per rank) as tensors;
-  step, loss history, scheduler, grad-scaler and settings as JSON metadata. They are written
-  atomically (temporary file + rename), so a run killed at any moment resumes from its last
-  checkpoint and continues bit-exactly as if it had never stopped.
+  on CUDA (bf16 autocast where supported, else fp16 with a gradient scaler); the loss is
+  computed in float32 outside autocast.
+* Safetensors checkpoints (never pickle), written atomically, from which a run killed at any
+  moment resumes bit-exactly: the model (``model.*``), every optimiser state tensor, every
+  rank's random streams (the data generator among them) and the loss history.
 * Data parallelism across GPUs/nodes with ``torch.distributed`` (DDP): launch the same
   script with ``torchrun --nproc_per_node=G script.py``; every rank draws its own datasets
   (its own generator), gradients are averaged, rank 0 writes checkpoints. ``batch_size`` is
   the global batch, split evenly across ranks. On CPU the ``gloo`` backend is used.
+
+:func:`train_pfn` is the functional form, ``train_pfn(prior, config, num_steps, **settings)``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -35,29 +36,32 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from bayesnets.pfn.bar import BarDistribution
 from bayesnets.pfn.model import PFN, PFNConfig
+from inference.checks import check_choice, check_int, renamed_kwargs
+from inference.seeding import base_seed, seeded
+from inference.training.checkpoint import FORMAT as CHECKPOINT_FORMAT
+from inference.training.checkpoint import distributed_context
+from inference.training.fit import Fit
+from inference.training.loop import lr_factor
+from inference.training.trainer import Trainer
 from priors.tasks import TaskPrior
 
-__all__ = ["load_checkpoint_model", "lr_factor", "sample_split", "train_pfn"]
+__all__ = ["SPLIT_WEIGHTINGS", "PFNFit", "PFNTrainer", "load_checkpoint_model", "lr_factor", "sample_split",
+           "train_pfn"]
 
-_FORMAT = "bayesnets.pfn.checkpoint"
+#: How the number of train points of a step is drawn (see :func:`sample_split`).
+SPLIT_WEIGHTINGS = ("inverse_test", "uniform")
+# Checkpoints written before training moved onto the shared loop: same "model.*" keys and
+# JSON-encoded "model_config", so load_checkpoint_model still reads them (they cannot be resumed).
+_OLD_CHECKPOINT_FORMAT = "bayesnets.pfn.checkpoint"
 # Seed offset between ranks' data generators (a large prime keeps the streams apart).
 _RANK_SEED_STRIDE = 1_000_003
 # Datasets per chunk when drawing the prior sample the bucket borders are fitted to.
 _BORDER_CHUNK = 64
-
-
-def lr_factor(step: int, steps: int, warmup_steps: int) -> float:
-    """Learning-rate multiplier: linear warm-up over ``warmup_steps``, then cosine to 0 at ``steps``."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, steps - warmup_steps)
-    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
 def sample_split(seq_len: int, num_test: int | None, min_train: int, max_train: int, weighting: str,
@@ -82,23 +86,6 @@ def sample_split(seq_len: int, num_test: int | None, min_train: int, max_train: 
     return n, (seq_len if num_test is None else n + num_test)
 
 
-def _dist() -> tuple[int, int, int]:
-    """``(rank, world_size, local_rank)``, or ``(0, 1, 0)`` without an initialised process group."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return (torch.distributed.get_rank(), torch.distributed.get_world_size(),
-                int(os.environ.get("LOCAL_RANK", "0")))
-    return 0, 1, 0
-
-
-def _amp_settings(device: torch.device, amp: bool) -> tuple[torch.dtype | None, bool]:
-    """Autocast dtype (None = off) and whether a gradient scaler is needed."""
-    if not amp or device.type != "cuda":
-        return None, False
-    if torch.cuda.is_bf16_supported():
-        return torch.bfloat16, False
-    return torch.float16, True
-
-
 def _loss(model: PFN, logits: Tensor, target: Tensor) -> Tensor:
     """Mean test-point NLL (bar distribution or cross-entropy), computed in float32."""
     logits = logits.float()
@@ -107,247 +94,253 @@ def _loss(model: PFN, logits: Tensor, target: Tensor) -> Tensor:
     return F.cross_entropy(logits.flatten(0, 1), target.flatten().long())
 
 
-def _rng_vector(generator: torch.Generator, device: torch.device) -> Tensor:
-    """This rank's random states as one uint8 vector: data generator, CPU RNG, (CUDA RNG)."""
-    parts = [generator.get_state().cpu(), torch.get_rng_state()]
-    if device.type == "cuda":
-        parts.append(torch.cuda.get_rng_state(device))
-    return torch.cat(parts)
+def _agree_finite(loss: Tensor, device: torch.device) -> Tensor:
+    """``loss``, or NaN on every rank when it is not finite on some rank.
+
+    The loop stops at a non-finite loss before backward; a rank stopping alone would leave the
+    others waiting forever in DDP's gradient all-reduce, so the ranks decide together.
+    """
+    comm = device if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
+    bad = (~torch.isfinite(loss.detach())).to(comm, torch.float32).reshape(1)
+    torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
+    return loss.detach() * math.nan if bool(bad.item()) else loss
 
 
-def _set_rng_vector(vec: Tensor, generator: torch.Generator, device: torch.device) -> None:
-    n_gen = generator.get_state().numel()
-    n_cpu = torch.get_rng_state().numel()
-    generator.set_state(vec[:n_gen].clone())
-    torch.set_rng_state(vec[n_gen:n_gen + n_cpu].clone())
-    if device.type == "cuda":
-        torch.cuda.set_rng_state(vec[n_gen + n_cpu:].clone(), device)
+def _as_config(model: Any) -> PFNConfig:
+    if isinstance(model, PFN):
+        return model.config
+    if isinstance(model, PFNConfig):
+        return model
+    if isinstance(model, Mapping):
+        return PFNConfig.from_dict(dict(model))
+    raise TypeError(f"model must be a PFNConfig, its dict or a PFN, got {type(model).__name__}")
 
 
-def _gather_rng(vec: Tensor, world: int, device: torch.device) -> list[Tensor]:
-    if world == 1:
-        return [vec]
-    comm_device = device if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
-    local = vec.to(comm_device)
-    out = [torch.empty_like(local) for _ in range(world)]
-    torch.distributed.all_gather(out, local)
-    return [t.cpu() for t in out]
+class PFNFit(Fit):
+    """What :meth:`PFNTrainer.fit` returns: the trained :class:`~bayesnets.pfn.model.PFN`
+    (``module``, in eval mode), the per-step ``history["loss"]`` ``[num_steps]`` (this rank's
+    test-point NLL) and ``attrs``: the trainer's settings and seed, plus
+
+    * ``model_config`` — the architecture (``PFNConfig`` as a dict), from which :meth:`load`
+      rebuilds the network, so ``PFNFit.load(path)`` needs no module;
+    * ``training`` — the training record, the same dict as ``module.metadata["training"]``
+      (the settings under their recorded names — ``steps``, ``batch_size``, ``seq_len``, ...,
+      ``border_datasets`` — then ``world_size``, ``device``, ``final_loss`` (mean of the last
+      1% of steps), ``seconds``, ``datasets`` and the ``prior``'s config), which
+      :meth:`PFN.save <bayesnets.pfn.model.PFN.save>` stores with shipped weights.
+    """
+
+    @classmethod
+    def build_module(cls, attrs: Mapping[str, Any]) -> nn.Module:
+        """A fresh PFN of the saved architecture, carrying the saved training record."""
+        pfn = PFN(PFNConfig.from_dict(dict(attrs["model_config"])))
+        pfn.metadata = {"training": dict(attrs["training"])}
+        return pfn.eval()
 
 
-def _write_checkpoint(path: Path, model: PFN, optimizer: torch.optim.Optimizer, scheduler: Any,
-                      scaler: Any, rng: list[Tensor], step: int, losses: list[float], meta: dict[str, Any]) -> None:
-    tensors: dict[str, Tensor] = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    opt = optimizer.state_dict()
-    for idx, state in opt["state"].items():
-        for key, value in state.items():
-            if not isinstance(value, Tensor):
-                raise TypeError(f"optimizer state {idx}.{key} is not a tensor; cannot checkpoint it")
-            tensors[f"optim.{idx}.{key}"] = value.detach().cpu().contiguous()
-    for r, vec in enumerate(rng):
-        tensors[f"rng.rank{r}"] = vec.contiguous()
-    tensors["history.loss"] = torch.tensor(losses, dtype=torch.float64)
-    sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
-    metadata = {
-        "format": _FORMAT, "step": str(step),
-        "param_groups": json.dumps(opt["param_groups"]),
-        "scheduler": json.dumps(sched),
-        "scaler": json.dumps(scaler.state_dict() if scaler is not None else {}),
-        **{k: json.dumps(v) for k, v in meta.items()},
-    }
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)  # atomic: a kill leaves either the old or the new checkpoint
-
-
-def _read_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    if meta.get("format") != _FORMAT:
-        raise ValueError(f"{path} is not a PFN training checkpoint (format {meta.get('format')!r})")
-    return load_file(str(path)), meta
-
-
-def load_checkpoint_model(path: str | Path) -> PFN:
-    """The model stored in a training checkpoint (e.g. to evaluate a run in progress)."""
-    tensors, meta = _read_checkpoint(Path(path))
-    model = PFN(PFNConfig.from_dict(json.loads(meta["model_config"])))
-    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-    return model
-
-
-def train_pfn(prior: TaskPrior, model_config: PFNConfig | dict[str, Any], steps: int, *, batch_size: int = 64,
-              seq_len: int = 100, num_test: int | None = None, min_train: int = 1, max_train: int | None = None,
-              split_weighting: str = "inverse_test", lr: float = 1e-3, weight_decay: float = 0.0,
-              warmup_steps: int | None = None, clip: float = 1.0, amp: bool = True, seed: int = 0,
-              border_datasets: int = 512, checkpoint_path: str | Path | None = None, checkpoint_every: int = 0,
-              resume: bool = True, progress: bool = True,
-              callback: Callable[[int, float], None] | None = None) -> PFN:
-    """Train a PFN on datasets drawn from ``prior``.
+class PFNTrainer(Trainer):
+    """Train a PFN on datasets drawn from a task prior (arXiv:2112.10510, Algorithm 1).
 
     The model and the data live on the prior's device (``prior.to("cuda")``); under DDP each
     rank uses ``cuda:LOCAL_RANK`` when the prior is on CUDA.
 
     Args:
-        prior: the task prior datasets are drawn from.
-        model_config: :class:`PFNConfig` (or its dict); ``max_features`` must cover the prior's.
-        steps: optimizer steps.
+        num_steps: optimiser steps.
         batch_size: datasets per step (global; split evenly across DDP ranks).
         seq_len: points per dataset (with ``num_test=None``), else the most train points plus
             ``num_test`` bound ``max_train``.
         num_test: fixed number of test points per dataset, or ``None`` (see :func:`sample_split`).
         min_train, max_train: range of train-set sizes ``n`` (default max: all but the test points).
-        split_weighting: ``"inverse_test"`` (paper) or ``"uniform"``.
-        lr, weight_decay: AdamW settings (peak learning rate).
-        warmup_steps: linear warm-up length (default: 10% of ``steps``).
-        clip: max gradient norm.
-        amp: mixed precision on CUDA (bf16 where supported, else fp16 + grad scaler).
-        seed: seeds model init, bucket borders and the data stream (rank ``r`` uses
-            ``seed + r * 1_000_003``); the caller's global random state is left untouched.
-        border_datasets: prior datasets whose targets the bucket borders are fitted to.
-        checkpoint_path: safetensors checkpoint file; written every ``checkpoint_every`` steps
-            and at the end.
-        checkpoint_every: checkpoint period in steps (0: only at the end).
-        resume: continue from ``checkpoint_path`` when it exists (settings must match).
-        progress: tqdm bar with the running loss (rank 0 only).
-        callback: ``callback(step, loss)`` after every step (and after its checkpoint).
+        split_weighting: ``"inverse_test"`` (paper) or ``"uniform"`` (LC-PFN's right-censoring).
+        border_datasets: prior datasets (drawn with ``seed`` on every rank) whose targets the
+            bucket borders and input standardisations are fitted to before training; 0 keeps
+            the model's own (e.g. to fine-tune a trained PFN instance).
+        optimizer, lr, schedule, clip, amp, seed: as for
+            :class:`~inference.training.trainer.Trainer`, with the PFN's defaults: AdamW, peak
+            lr 1e-3, ``"warmup_cosine"`` (linear warm-up over ``warmup_steps``, default 10% of
+            ``num_steps``, then cosine to 0), gradient norm clipped at 1.0, mixed precision on
+            CUDA (bf16 where supported, else fp16 with a gradient scaler), seed 0. ``seed``
+            seeds the model's initialisation, the bucket borders and the data stream (rank
+            ``r`` draws from ``seed + r * 1_000_003``); the caller's random state is untouched.
+        **loop: the other :class:`~inference.training.trainer.Trainer` settings
+            (``weight_decay``, ``warmup_steps``, ``checkpoint_path``, ``checkpoint_every``,
+            ``resume``, ``callback(step, metrics)``).
 
-    Returns:
-        The trained :class:`PFN` (unwrapped, in eval mode) with ``pfn.training_losses``
-        (``[steps]`` per-step losses of rank 0) and a ``pfn.metadata["training"]`` record.
+    Example:
+        >>> fit = PFNTrainer(2000, batch_size=32, seq_len=50).fit(PFNConfig(max_features=1), GPPrior(1))
+        >>> fit.module.predict(train_x, train_y, test_x)       # the trained PFN
+        >>> fit.history["loss"]                                # [2000]
     """
-    if not isinstance(prior, TaskPrior):
-        raise TypeError(f"prior must be a TaskPrior, got {type(prior).__name__}")
-    config = model_config if isinstance(model_config, PFNConfig) else PFNConfig.from_dict(dict(model_config))
-    if config.max_features < prior.max_features:
-        raise ValueError(f"model_config.max_features ({config.max_features}) < prior.max_features "
-                         f"({prior.max_features})")
-    if (config.num_classes is None) != (prior.task == "regression"):
-        raise ValueError(f"a {prior.task} prior needs "
-                         f"{'num_classes=None' if prior.task == 'regression' else 'num_classes set'} in model_config")
-    rank, world, local_rank = _dist()
-    steps, batch_size, seq_len = int(steps), int(batch_size), int(seq_len)
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    if batch_size % world or batch_size < world:
-        raise ValueError(f"batch_size ({batch_size}) must be a positive multiple of the world size ({world})")
-    if split_weighting not in ("inverse_test", "uniform"):
-        raise ValueError(f"split_weighting must be 'inverse_test' or 'uniform', got {split_weighting!r}")
-    if num_test is not None and int(num_test) < 1:
-        raise ValueError(f"num_test must be >= 1 or None, got {num_test}")
-    top = seq_len - 1 if num_test is None else seq_len - int(num_test)
-    max_train = top if max_train is None else int(max_train)
-    if not 1 <= int(min_train) <= max_train <= top:
-        raise ValueError(f"need 1 <= min_train ({min_train}) <= max_train ({max_train}) <= {top}")
-    warmup_steps = max(1, steps // 10) if warmup_steps is None else max(1, int(warmup_steps))
 
-    device = prior.device
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", local_rank)
-        prior = prior.to(device)
-    local_batch = batch_size // world
-    settings = dict(steps=steps, batch_size=batch_size, seq_len=seq_len, num_test=num_test, min_train=int(min_train),
-                    max_train=max_train, split_weighting=split_weighting, lr=lr, weight_decay=weight_decay,
-                    warmup_steps=warmup_steps, clip=clip, amp=amp, seed=seed, border_datasets=border_datasets)
-    amp_dtype, needs_scaler = _amp_settings(device, amp)
-    path = Path(checkpoint_path) if checkpoint_path is not None else None
-    cuda_devices = [device] if device.type == "cuda" else []
+    def __init__(self, num_steps: int = 1000, *, batch_size: int = 64, seq_len: int = 100,
+                 num_test: int | None = None, min_train: int = 1, max_train: int | None = None,
+                 split_weighting: str = "inverse_test", border_datasets: int = 512,
+                 optimizer: str | Callable[..., Any] = "adamw", lr: float = 1e-3,
+                 schedule: str | Callable[..., Any] | None = "warmup_cosine", clip: float | None = 1.0,
+                 amp: bool = True, seed: int | None = 0, **loop: Any) -> None:
+        super().__init__(num_steps, optimizer=optimizer, lr=lr, schedule=schedule, clip=clip, amp=amp,
+                         batch_size=batch_size, seed=seed, **loop)
+        if self.batch_size is None:
+            raise ValueError("batch_size must be an integer >= 1 (datasets per step), got None")
+        self.seq_len = check_int(seq_len, "seq_len")
+        self.num_test = None if num_test is None else check_int(num_test, "num_test")
+        self.min_train = check_int(min_train, "min_train")
+        top = self.seq_len - 1 if self.num_test is None else self.seq_len - self.num_test
+        self.max_train = top if max_train is None else check_int(max_train, "max_train")
+        if not 1 <= self.min_train <= self.max_train <= top:
+            raise ValueError(f"need 1 <= min_train ({self.min_train}) <= max_train ({self.max_train}) <= {top}")
+        self.split_weighting = check_choice(split_weighting, "split_weighting", SPLIT_WEIGHTINGS)
+        self.border_datasets = check_int(border_datasets, "border_datasets", 0)
+        # Resolved here so that the training record names the warm-up that was run.
+        self.warmup_steps = max(1, self.num_steps // 10 if self.warmup_steps is None else self.warmup_steps)
 
-    with torch.random.fork_rng(devices=cuda_devices):
-        torch.manual_seed(seed + rank * _RANK_SEED_STRIDE)  # dropout stream; model init is re-seeded below
-        with torch.random.fork_rng(devices=cuda_devices):
-            torch.manual_seed(seed)
-            model = PFN(config).to(device)
-        generator = torch.Generator(device=device).manual_seed(seed + rank * _RANK_SEED_STRIDE)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps, warmup_steps))
-        scaler = torch.amp.GradScaler("cuda") if needs_scaler else None
-        start, losses, seconds_before = 0, [], 0.0
+    def fit(self, model: PFNConfig | Mapping[str, Any] | PFN, prior: TaskPrior,  # type: ignore[override]
+            progress: bool = True) -> PFNFit:
+        """Train a PFN on datasets drawn from ``prior``.
 
-        if path is not None and resume and path.exists():
-            tensors, meta = _read_checkpoint(path)
-            saved = json.loads(meta["settings"])
-            if saved != json.loads(json.dumps(settings)) or int(json.loads(meta["world_size"])) != world:
-                raise ValueError(f"checkpoint {path} was written with different settings or world size; "
-                                 f"saved {saved} (world {meta['world_size']}), now {settings} (world {world}); "
-                                 "use resume=False or another checkpoint_path")
-            model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-            state: dict[int, dict[str, Tensor]] = {}
-            for k, v in tensors.items():
-                if k.startswith("optim."):
-                    _, idx, key = k.split(".", 2)
-                    state.setdefault(int(idx), {})[key] = v
-            optimizer.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
-            scheduler.load_state_dict({**json.loads(meta["scheduler"]), "lr_lambdas": [None]})
-            if scaler is not None:
-                scaler.load_state_dict(json.loads(meta["scaler"]))
-            _set_rng_vector(tensors[f"rng.rank{rank}"], generator, device)
-            start = int(meta["step"])
-            losses = tensors["history.loss"].tolist()
-            seconds_before = float(json.loads(meta["seconds"]))
-        else:
-            # Borders and standardisations from a prior sample drawn with the same seed on every rank.
-            border_gen = torch.Generator(device=device).manual_seed(seed)
-            xs, ys = [], []
-            for i in range(0, max(1, border_datasets), _BORDER_CHUNK):
-                x, y = prior.sample(min(_BORDER_CHUNK, border_datasets - i), seq_len, generator=border_gen)
-                xs.append(x.flatten(0, 1).flatten())  # feature counts differ between chunks
-                ys.append(y.flatten())
-            model.fit_to_prior_sample(torch.cat(xs), torch.cat(ys))
+        Args:
+            model: a :class:`PFNConfig` (or its dict) for a new PFN initialised from ``seed``,
+                or a :class:`PFN` to train in place (its initialisation is the caller's). Its
+                ``max_features`` must cover the prior's.
+            prior: the task prior the datasets are drawn from.
+            progress: tqdm bar with the running loss (rank 0 only).
 
-        net: nn.Module = model
-        if world > 1:
-            net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                                      else None)
-        model.train()
-        meta_common = {"settings": settings, "world_size": world, "model_config": asdict(config),
-                       "prior": prior.config()}
-        bar = tqdm(total=steps, initial=start, disable=not progress or rank != 0, desc="train_pfn")
-        t0 = time.perf_counter()
-        running = None
-        for step in range(start, steps):
-            n, length = sample_split(seq_len, num_test, int(min_train), max_train, split_weighting, generator,
-                                     prior._anchor)
-            x, y = prior.sample(local_batch, length, generator=generator)
-            autocast = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None
-                        else contextlib.nullcontext())
-            with autocast:
-                logits = net(x[:, :n], y[:, :n], x[:, n:])
-            loss = _loss(model, logits, y[:, n:])
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-                scaler.step(optimizer)
-                scaler.update()
+        Returns:
+            A :class:`PFNFit`. The PFN also gets ``metadata = {"training": fit.attrs["training"]}``
+            (stored by ``PFN.save``) and, deprecated (use ``fit.history["loss"]``; it goes in the
+            next release), ``training_losses`` (the loss history as a float tensor).
+
+        Raises:
+            TypeError: ``prior`` is not a TaskPrior, or ``model`` none of the above.
+            ValueError: the model does not fit the prior, or ``batch_size`` is not a multiple of
+                the DDP world size.
+            FloatingPointError: the loss became non-finite (the message names the fix).
+        """
+        if not isinstance(prior, TaskPrior):
+            raise TypeError(f"prior must be a TaskPrior, got {type(prior).__name__}")
+        config = _as_config(model)
+        if config.max_features < prior.max_features:
+            raise ValueError(f"model_config.max_features ({config.max_features}) < prior.max_features "
+                             f"({prior.max_features})")
+        if (config.num_classes is None) != (prior.task == "regression"):
+            raise ValueError(f"a {prior.task} prior needs "
+                             f"{'num_classes=None' if prior.task == 'regression' else 'num_classes set'} in "
+                             "model_config")
+        rank, world, local_rank = distributed_context()
+        batch_size = int(self.batch_size)  # type: ignore[arg-type]  # never None, see __init__
+        if batch_size % world:
+            raise ValueError(f"batch_size ({batch_size}) must be a positive multiple of the world size ({world})")
+        device = prior.device
+        if device.type == "cuda" and world > 1:
+            device = torch.device("cuda", local_rank)
+            prior = prior.to(device)
+        local_batch = batch_size // world
+        seed = base_seed(self.seed)
+        stream = seed + rank * _RANK_SEED_STRIDE
+
+        with seeded(stream, like=device):  # dropout draws from torch's stream, different on each rank
+            if isinstance(model, PFN):
+                pfn = model.to(device)
             else:
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-                optimizer.step()
-            scheduler.step()
-            value = float(loss.detach())
-            losses.append(value)
-            running = value if running is None else 0.98 * running + 0.02 * value
-            bar.update(1)
-            bar.set_postfix(loss=f"{running:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-            done = step + 1
-            if path is not None and (done == steps or (checkpoint_every and done % checkpoint_every == 0)):
-                rng = _gather_rng(_rng_vector(generator, device), world, device)
-                if rank == 0:
-                    seconds = seconds_before + time.perf_counter() - t0
-                    _write_checkpoint(path, model, optimizer, scheduler, scaler, rng, done, losses,
-                                      {**meta_common, "seconds": seconds})
-                if world > 1:
-                    torch.distributed.barrier()
-            if callback is not None:
-                callback(done, value)
-        bar.close()
-    seconds = seconds_before + time.perf_counter() - t0
-    model.eval()
-    model.training_losses = torch.tensor(losses)
-    tail = losses[-max(1, len(losses) // 100):]
-    model.metadata = {"training": {**settings, "world_size": world, "device": str(device),
-                                   "final_loss": sum(tail) / len(tail), "seconds": seconds,
-                                   "datasets": steps * batch_size, "prior": prior.config()}}
+                with seeded(seed, like=device):  # the same initial weights on every rank
+                    pfn = PFN(config).to(device)
+            generator = torch.Generator(device=device).manual_seed(stream)
+            if self.border_datasets and not self._resuming():  # a resumed run gets them from its checkpoint
+                self._fit_borders(pfn, prior, seed, device)
+            net: nn.Module = pfn
+            if world > 1:
+                net = nn.parallel.DistributedDataParallel(pfn, device_ids=[device.index] if device.type == "cuda"
+                                                          else None)
+            pfn.train()
+
+            def draw(step: int) -> tuple[int, Tensor, Tensor]:
+                n, length = sample_split(self.seq_len, self.num_test, self.min_train, self.max_train,
+                                         self.split_weighting, generator, prior._anchor)
+                x, y = prior.sample(local_batch, length, generator=generator)
+                return n, x, y
+
+            def loss(batch: tuple[int, Tensor, Tensor]) -> Tensor:
+                n, x, y = batch
+                logits = net(x[:, :n], y[:, :n], x[:, n:])
+                with torch.autocast(device.type, enabled=False):  # the NLL in float32, outside mixed precision
+                    value = _loss(pfn, logits, y[:, n:])
+                return value if world == 1 else _agree_finite(value, device)
+
+            result = self._optimize({"model": pfn}, loss, batches=draw, progress=progress,
+                                    generators={"data": generator},
+                                    meta={"model_config": asdict(config), "prior": prior.config()})
+        pfn.eval()
+        losses = result.history["loss"].tolist()
+        tail = losses[-max(1, len(losses) // 100):]
+        record = {"steps": self.num_steps, "batch_size": batch_size, "seq_len": self.seq_len,
+                  "num_test": self.num_test, "min_train": self.min_train, "max_train": self.max_train,
+                  "split_weighting": self.split_weighting, "lr": self.lr, "weight_decay": self.weight_decay,
+                  "warmup_steps": self.warmup_steps, "clip": self.clip, "amp": self.amp, "seed": seed,
+                  "border_datasets": self.border_datasets, "world_size": world, "device": str(device),
+                  "final_loss": sum(tail) / len(tail), "seconds": result.seconds,
+                  "datasets": self.num_steps * batch_size, "prior": prior.config()}
+        # Through JSON, so the attrs equal those of the saved and reloaded fit.
+        attrs = json.loads(json.dumps(self._record(result, seed, model_config=asdict(config), training=record)))
+        pfn.metadata = {"training": attrs["training"]}
+        pfn.training_losses = result.history["loss"].to(torch.get_default_dtype())  # deprecated
+        return PFNFit(pfn, result.history, attrs)
+
+    def _resuming(self) -> bool:
+        return self.checkpoint_path is not None and self.resume and Path(self.checkpoint_path).exists()
+
+    def _fit_borders(self, pfn: PFN, prior: TaskPrior, seed: int, device: torch.device) -> None:
+        """Fit ``pfn``'s bucket borders and standardisations to ``border_datasets`` prior datasets,
+        drawn from ``seed`` so that every rank fits the same ones."""
+        border_gen = torch.Generator(device=device).manual_seed(seed)
+        xs, ys = [], []
+        for i in range(0, self.border_datasets, _BORDER_CHUNK):
+            x, y = prior.sample(min(_BORDER_CHUNK, self.border_datasets - i), self.seq_len, generator=border_gen)
+            xs.append(x.flatten(0, 1).flatten())  # feature counts differ between chunks
+            ys.append(y.flatten())
+        pfn.fit_to_prior_sample(torch.cat(xs), torch.cat(ys))
+
+
+def load_checkpoint_model(path: str | Path) -> PFN:
+    """The model stored in a training checkpoint (e.g. to evaluate a run in progress).
+
+    Raises:
+        ValueError: the file is not a PFN training checkpoint.
+    """
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") not in (CHECKPOINT_FORMAT, _OLD_CHECKPOINT_FORMAT) or "model_config" not in meta:
+        raise ValueError(f"{path} is not a PFN training checkpoint (format {meta.get('format')!r})")
+    model = PFN(PFNConfig.from_dict(json.loads(meta["model_config"])))
+    tensors = load_file(str(path))
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     return model
 
+
+@renamed_kwargs(steps="num_steps")
+def train_pfn(prior: TaskPrior, model_config: PFNConfig | Mapping[str, Any] | PFN, num_steps: int, *,
+              progress: bool = True, callback: Callable[[int, float], None] | None = None,
+              **settings: Any) -> PFNFit:
+    """Train a PFN on datasets drawn from ``prior``: ``PFNTrainer(num_steps, **settings).fit(model_config, prior)``.
+
+    Args:
+        prior: the task prior datasets are drawn from.
+        model_config: :class:`PFNConfig` (or its dict, or a :class:`PFN` to train in place);
+            ``max_features`` must cover the prior's.
+        num_steps: optimiser steps (``steps=``, its old name, works for one release).
+        progress: tqdm bar with the running loss (rank 0 only).
+        callback: ``callback(step, loss)`` after every step (and after its checkpoint), with the
+            step's loss as a float (:class:`PFNTrainer`'s ``callback`` gets ``(step, metrics)``).
+        **settings: :class:`PFNTrainer`'s settings (``batch_size``, ``seq_len``, ``num_test``,
+            ``min_train``, ``max_train``, ``split_weighting``, ``lr``, ``weight_decay``,
+            ``warmup_steps``, ``clip``, ``amp``, ``seed``, ``border_datasets``,
+            ``checkpoint_path``, ``checkpoint_every``, ``resume``, ...).
+
+    Returns:
+        A :class:`PFNFit`: ``fit.module`` is the trained :class:`PFN` (unwrapped, in eval mode,
+        with its ``metadata["training"]`` record), ``fit.history["loss"]`` the ``[num_steps]``
+        per-step losses of this rank.
+    """
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable (step, loss) -> None, got {type(callback).__name__}")
+    on_step = None if callback is None else (lambda step, metrics: callback(step, metrics["loss"]))
+    return PFNTrainer(num_steps, callback=on_step, **settings).fit(model_config, prior, progress=progress)

@@ -97,6 +97,14 @@ class Trainer(ABC):
         return f"{type(self).__name__}({args})"
 
     # ------------------------------------------------------------------ for subclasses
+    #: Settings that do not change the numbers (where and how often to checkpoint): a run may
+    #: resume with other values of these.
+    _bookkeeping = ("checkpoint_path", "checkpoint_every", "resume")
+
+    def _numeric_settings(self) -> dict[str, Any]:
+        """The settings a checkpoint must match to be resumed from."""
+        return {k: v for k, v in self.settings().items() if k not in self._bookkeeping}
+
     def _checkpoint(self) -> Checkpoint | None:
         if self.checkpoint_path is None:
             return None
@@ -107,13 +115,14 @@ class Trainer(ABC):
                   progress: bool = True, desc: str | None = None, **loop: Any) -> LoopResult:
         """Run :func:`~inference.training.loop.optimize` with this trainer's settings (``loop``
         overrides or adds loop arguments, e.g. ``generators``, ``meta``, ``backward``)."""
-        options = {"weight_decay": self.weight_decay} if self.weight_decay else {}
-        if isinstance(self._optimizer, str) and self._optimizer == "lbfgs":
-            options = {}
+        # Explicit even when 0: AdamW's own default is 0.01. L-BFGS and callables take none.
+        named = isinstance(self._optimizer, str) or isinstance(self._optimizer, type)
+        options = {"weight_decay": self.weight_decay} if named and self._optimizer != "lbfgs" else {}
         kwargs: dict[str, Any] = dict(
             batches=batches, params=params, optimizer=self._optimizer, lr=self.lr, optimizer_options=options,
             schedule=self._schedule, warmup_steps=self.warmup_steps, clip=self.clip, amp=self.amp,
-            checkpoint=self._checkpoint(), settings=self.settings(), progress=progress, callback=self._callback,
+            checkpoint=self._checkpoint(), settings=self._numeric_settings(), progress=progress,
+            callback=self._callback,
             desc=desc or type(self).__name__)
         kwargs.update(loop)
         return optimize(modules, loss_fn, self.num_steps, **kwargs)
