@@ -105,7 +105,7 @@ def main() -> None:
             torch.manual_seed(seed)
             model = PVRNN(2, args.hidden, args.latent, args.taus, meta_prior=w)
             t0 = time.perf_counter()
-            train_pvrnn(model, x_train, num_epochs=args.epochs, lr=args.lr, progress=False)
+            train_pvrnn(model, x_train, num_steps=args.epochs, lr=args.lr, progress=False)
             timing["PV-RNN train"].append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             result = error_regression(model, x_test, window=args.window, iterations=args.iterations,
@@ -118,7 +118,7 @@ def main() -> None:
             torch.manual_seed(seed)
             vrnn = VRNN(2, hidden_size=args.vrnn_hidden, latent_size=2, feature_size=8, kl_weight=w)
             t0 = time.perf_counter()
-            train_vrnn(vrnn, x_train, num_epochs=args.epochs, lr=args.lr, progress=False)
+            train_vrnn(vrnn, x_train, num_steps=args.epochs, lr=args.lr, progress=False)
             timing["VRNN train"].append(time.perf_counter() - t0)
             record(("VRNN", w), vrnn.predict_online(x_test, horizon=args.horizon), x_test)
             last = {k[0]: v[-1] for k, v in scores.items() if k[1] == w}

@@ -21,6 +21,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
+from inference.checks import check_int, positive_float, renamed_kwargs
+
 __all__ = ["empirical_ntk", "linearize", "ntk_regression"]
 
 #: Jacobians larger than this (bytes) make ``method="auto"`` use NTK-vector products.
@@ -152,6 +154,7 @@ def linearize(model: nn.Module) -> tuple[Callable[[dict[str, Tensor], Tensor], T
     return f_lin, params0
 
 
+@renamed_kwargs(steps="num_steps")
 def ntk_regression(
     k_train: Tensor,
     k_test_train: Tensor,
@@ -160,7 +163,7 @@ def ntk_regression(
     f0_train: Tensor | None = None,
     f0_test: Tensor | None = None,
     lr: float | None = None,
-    steps: int | None = None,
+    num_steps: int | None = None,
     time: float | None = None,
     ridge: float = 0.0,
 ) -> Tensor:
@@ -181,8 +184,8 @@ def ntk_regression(
         y_train: ``[n]`` or ``[n, k]`` targets.
         f0_train, f0_test: outputs of the network at initialisation (default 0, i.e. the mean
             prediction over initialisations).
-        lr, steps: learning rate and number of full-batch gradient-descent steps.
-        time: gradient-flow time (``lr * steps`` in the small-step limit).
+        lr, num_steps: learning rate and number of full-batch gradient-descent steps.
+        time: gradient-flow time (``lr * num_steps`` in the small-step limit).
         ridge: added to the kernel diagonal (only for the ``t = ∞`` solve).
 
     Returns:
@@ -195,10 +198,10 @@ def ntk_regression(
         )
     if y_train.shape[0] != n or y_train.dim() > 2:
         raise ValueError(f"y_train must be [n] or [n, k] with n = {n}, got {list(y_train.shape)}")
-    if (lr is None) != (steps is None):
-        raise ValueError("give lr and steps together (discrete gradient descent), or neither")
+    if (lr is None) != (num_steps is None):
+        raise ValueError("give lr and num_steps together (discrete gradient descent), or neither")
     if lr is not None and time is not None:
-        raise ValueError("give either (lr, steps) or time, not both")
+        raise ValueError("give either (lr, num_steps) or time, not both")
     resid = y_train - (0.0 if f0_train is None else f0_train)
     vec = resid.unsqueeze(-1) if resid.dim() == 1 else resid
     if lr is None and time is None:
@@ -213,13 +216,13 @@ def ntk_regression(
             scaled = evals * time
             g = torch.where(scaled.abs() > 1e-12, -torch.expm1(-scaled) / evals, torch.full_like(evals, time))
         else:
-            if not (isinstance(steps, int) and steps >= 0) or not lr > 0:
-                raise ValueError(f"steps must be an integer >= 0 and lr > 0, got steps={steps!r}, lr={lr!r}")
+            num_steps = check_int(num_steps, "num_steps", 0)
+            lr = positive_float(lr, "lr")
             step_evals = lr * evals
             if (step_evals >= 2).any():
                 raise ValueError(f"lr={lr} diverges: lr * max eigenvalue of k_train must be < 2")
-            growth = -torch.expm1(steps * torch.log1p(-step_evals))
-            g = torch.where(step_evals.abs() > 1e-12, growth / evals, torch.full_like(evals, lr * steps))
+            growth = -torch.expm1(num_steps * torch.log1p(-step_evals))
+            g = torch.where(step_evals.abs() > 1e-12, growth / evals, torch.full_like(evals, lr * num_steps))
         solved = evecs @ (g.unsqueeze(-1) * (evecs.mT @ vec))
     pred = k_test_train @ solved
     pred = pred.squeeze(-1) if resid.dim() == 1 else pred

@@ -31,6 +31,9 @@ import torch
 from scipy.optimize import brentq
 from torch import Tensor, nn
 
+from inference.checks import renamed_kwargs
+from inference.seeding import seeded
+from inference.training.loop import optimize
 from priors.dual_activations import ArcCosine, DualActivation, as_dual, gaussian_expectation
 
 __all__ = [
@@ -368,6 +371,43 @@ class CoordCheck:
         return fig
 
 
+def _coord_stats(make_model: Callable[[int], nn.Module], width: int, base_width: int, seed: int, x: Tensor,
+                 y: Tensor, loss_fn: Callable[[Tensor, Tensor], Tensor], parametrization: str | AbcParametrization,
+                 optimizer: str, lr: float, num_steps: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """One model's RMS output size and RMS change since step 0 of every ``nn.Linear``, at steps
+    ``0..num_steps`` (the last after the final update)."""
+    outputs: dict[str, Tensor] = {}
+    first: dict[str, Tensor] = {}
+    size: dict[str, list[float]] = {}
+    change: dict[str, list[float]] = {}
+
+    def forward(model: nn.Module) -> Tensor:
+        loss = loss_fn(model(x), y)
+        for n, h in outputs.items():
+            first.setdefault(n, h)
+            size.setdefault(n, []).append(float(h.square().mean().sqrt()))
+            change.setdefault(n, []).append(float((h - first[n]).square().mean().sqrt()))
+        return loss
+
+    with seeded(seed, x):
+        model = make_model(width).to(device=x.device, dtype=x.dtype)
+        base = make_model(base_width)
+        plan = parametrize(model, base, parametrization=parametrization, optimizer=optimizer)
+        hooks = [m.register_forward_hook(lambda _m, _i, out, n=n: outputs.__setitem__(n, out.detach()))
+                 for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+        try:
+            if num_steps:
+                optimize(model, lambda: forward(model), num_steps, params=plan.param_groups(lr), optimizer=optimizer,
+                         lr=lr, progress=False, desc="coord check")
+            with torch.no_grad():
+                forward(model)  # the outputs after the last step
+        finally:
+            for hook in hooks:
+                hook.remove()
+    return size, change
+
+
+@renamed_kwargs(steps="num_steps")
 def coord_check(
     make_model: Callable[[int], nn.Module],
     widths: Sequence[int],
@@ -378,7 +418,7 @@ def coord_check(
     parametrization: str | AbcParametrization = "mup",
     optimizer: str = "adam",
     lr: float = 1e-2,
-    steps: int = 3,
+    num_steps: int = 3,
     loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
     seeds: Iterable[int] = (0,),
     progress: bool = False,
@@ -394,7 +434,7 @@ def coord_check(
         x, y: one batch, reused at every step.
         base_width: width of the base model (default ``widths[0]``).
         parametrization, optimizer, lr: as :func:`parametrize`; ``optimizer`` is SGD or Adam.
-        steps: optimizer steps.
+        num_steps: optimizer steps (the old name ``steps`` still works, with a DeprecationWarning).
         loss_fn: default mean squared error.
         seeds: statistics are averaged over one model per seed.
         progress: show a tqdm bar.
@@ -415,33 +455,8 @@ def coord_check(
     for width in tqdm(widths, disable=not progress, desc="coord check"):
         per_seed_size, per_seed_change = [], []
         for seed in seeds:
-            torch.manual_seed(seed)
-            model = make_model(width).to(device=x.device, dtype=x.dtype)
-            base = make_model(base_width)
-            plan = parametrize(model, base, parametrization=parametrization, optimizer=optimizer)
-            opt_cls = torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam
-            opt = opt_cls(plan.param_groups(lr))
-            outputs: dict[str, Tensor] = {}
-            hooks = [
-                m.register_forward_hook(lambda _m, _i, out, n=n, store=outputs: store.__setitem__(n, out.detach()))
-                for n, m in model.named_modules()
-                if isinstance(m, nn.Linear)
-            ]
-            first: dict[str, Tensor] = {}
-            s_stats: dict[str, list[float]] = {}
-            c_stats: dict[str, list[float]] = {}
-            for step in range(steps + 1):
-                opt.zero_grad()
-                loss = loss_fn(model(x), y)
-                for n, h in outputs.items():
-                    first.setdefault(n, h)
-                    s_stats.setdefault(n, []).append(float(h.square().mean().sqrt()))
-                    c_stats.setdefault(n, []).append(float((h - first[n]).square().mean().sqrt()))
-                if step < steps:
-                    loss.backward()
-                    opt.step()
-            for hook in hooks:
-                hook.remove()
+            s_stats, c_stats = _coord_stats(make_model, width, base_width, seed, x, y, loss_fn, parametrization,
+                                            optimizer, lr, num_steps)
             per_seed_size.append(s_stats)
             per_seed_change.append(c_stats)
         for table, per_seed in ((size, per_seed_size), (change, per_seed_change)):

@@ -1,8 +1,9 @@
 """Neural processes: CNP, NP, ANP and the martingale posterior NP (P40, arXiv 2304.09431).
 
 ``model.predict(context_x, context_y, target_x)`` returns an :class:`NPPredictive` (mean, stddev,
-function samples, per-point log-likelihood); :func:`fit` meta-trains on a task sampler such as
-:class:`GPTaskSampler` (the 1-D GP benchmark), :func:`evaluate` scores fixed test sets
+function samples, per-point log-likelihood); :class:`NPTrainer` (and its one-call form :func:`fit`)
+meta-trains on a task sampler such as :class:`GPTaskSampler` (the 1-D GP benchmark) and returns a
+:class:`~inference.training.fit.Fit`, :func:`evaluate` scores fixed test sets
 (:func:`gp_test_set`), :func:`plot_predictive` draws a 1-D prediction.
 """
 
@@ -10,7 +11,7 @@ from bayesnets.processes.data import KERNELS, TEST_SETS, GPTaskSampler, TaskBatc
 from bayesnets.processes.models import ANP, CNP, MPNP, NP, NeuralProcess
 from bayesnets.processes.plotting import plot_predictive
 from bayesnets.processes.predictive import NPPredictive
-from bayesnets.processes.training import evaluate, fit, log_likelihoods
+from bayesnets.processes.training import NPTrainer, evaluate, fit, log_likelihoods
 
 __all__ = [
     "ANP",
@@ -21,6 +22,7 @@ __all__ = [
     "TEST_SETS",
     "GPTaskSampler",
     "NPPredictive",
+    "NPTrainer",
     "NeuralProcess",
     "TaskBatch",
     "TaskSampler",

@@ -24,23 +24,28 @@ dimensions). Error regression (online inference) lives in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+
+from inference.checks import renamed_kwargs
+from inference.seeding import base_seed, seeded
+from inference.training.fit import Fit
+from inference.training.trainer import Trainer
 
 __all__ = [
     "PVRNN",
     "AdaptiveVectors",
     "MTRNNLayer",
     "PVRNNFit",
+    "PVRNNTrainer",
     "Rollout",
     "State",
     "check_sequences",
-    "fit_adam",
     "gaussian_kl",
     "reconstruction_error",
     "train_pvrnn",
@@ -90,44 +95,6 @@ def check_sequences(x: object, output_dim: int, name: str = "observations") -> T
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or infinite values")
     return x
-
-
-def fit_adam(parameters: Sequence[Tensor] | Sequence[dict], loss_fn: Callable[[], Tensor], num_epochs: int,
-             lr: float, weight_decay: float = 0.0, progress: bool = True, desc: str = "train") -> list[float]:
-    """Full-batch Adam on ``loss_fn()`` for ``num_epochs`` steps; returns the loss history.
-
-    Shared by :func:`train_pvrnn` and the VRNN baseline so both train alike.
-
-    Args:
-        parameters: tensors or Adam parameter groups.
-        loss_fn: computes the loss (a scalar) from the current parameters.
-        num_epochs: Adam steps.
-        lr: learning rate; ``weight_decay`` is the default for groups that set none.
-        progress: tqdm bar labelled ``desc``.
-
-    Raises:
-        FloatingPointError: the loss became NaN or infinite (the message suggests a lower ``lr``).
-    """
-    if not isinstance(num_epochs, int) or num_epochs < 0:
-        raise ValueError(f"num_epochs must be a non-negative int, got {num_epochs!r}")
-    if not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr!r}")
-    opt = torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
-    history: list[float] = []
-    bar = tqdm(range(num_epochs), desc=desc, disable=not progress, leave=False)
-    for _ in bar:
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn()
-        if not bool(torch.isfinite(loss)):
-            raise FloatingPointError(
-                f"training loss became {loss.item()} after {len(history)} epochs; lower lr (now {lr})"
-            )
-        loss.backward()
-        opt.step()
-        history.append(loss.item())
-        bar.set_postfix(loss=f"{history[-1]:.4g}", refresh=False)
-    opt.zero_grad(set_to_none=True)  # leave no stale gradients on the fitted parameters
-    return history
 
 
 def _per_layer(value: float | Sequence[float], num_layers: int, name: str) -> tuple[float, ...]:
@@ -269,7 +236,7 @@ class PVRNN(nn.Module):
 
     Example:
         >>> model = PVRNN(2, hidden_sizes=(24, 8), latent_sizes=(2, 1), taus=(2, 8), meta_prior=0.01)
-        >>> fit = train_pvrnn(model, x_train, num_epochs=2000, lr=1e-2)   # x_train [N, T, 2]
+        >>> fit = train_pvrnn(model, x_train, num_steps=2000, lr=1e-2)    # x_train [N, T, 2]
         >>> samples = model.generate(100, num_samples=5, like=x_train)    # [5, 100, 2]
         >>> result = error_regression(model, x_test, window=10, iterations=30, lr=0.05)
     """
@@ -496,50 +463,158 @@ class PVRNN(nn.Module):
 
 
 # ------------------------------------------------------------------------ training
+#: Adam step size of the paper and of LibPvrnn.
+LEARNING_RATE = 1e-3
+#: Full-batch steps unless told otherwise (the paper trains for ~10^5 epochs).
+NUM_STEPS = 2000
+
+
+class _FullBatchTrainer(Trainer):
+    """Full-batch training of a sequence model on its weighted negative lower bound, one step per
+    epoch: what :class:`PVRNNTrainer` and the VRNN baseline's trainer share, so that both train
+    alike (default Adam, lr 1e-3; ``weight_decay`` on the network's weights only)."""
+
+    def __init__(self, num_steps: int = NUM_STEPS, *, lr: float = LEARNING_RATE, **loop: Any) -> None:
+        super().__init__(num_steps, lr=lr, **loop)
+        if self.batch_size is not None:
+            raise ValueError(f"batch_size must be None: {type(self).__name__} trains on all sequences at every "
+                             f"step, got batch_size={self.batch_size}")
+
+    def _run(self, model: nn.Module, modules: nn.Module | Mapping[str, nn.Module], loss: Callable[[], Tensor],
+             params: list[dict[str, Any]] | None, reseed: bool, progress: bool, desc: str,
+             ) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """The loop on ``loss()``, seeded by the trainer's ``seed`` (``reseed``) or on torch's global
+        stream as it stands (the one-call functions' historical behaviour); ``(history, attrs)``."""
+        seed = base_seed(self.seed) if reseed else None
+        like = next(model.parameters())
+        model.train()
+        with seeded(seed, like=like) if seed is not None else contextlib.nullcontext():
+            result = self._optimize(modules, loss, params=params, progress=progress, desc=desc)
+        model.eval()
+        return result.history, self._record(result, seed)  # type: ignore[arg-type]
+
+
 @dataclass
-class PVRNNFit:
-    """Result of :func:`train_pvrnn`.
+class PVRNNFit(Fit):
+    """Result of :class:`PVRNNTrainer` and :func:`train_pvrnn`: the fitted PV-RNN, its history
+    and the training sequences' adaptive vectors.
 
     Attributes:
-        adaptive: the training sequences' adaptive vectors (their approximate posterior).
-        losses: the mean negative lower bound per step and sequence, per epoch.
+        module: the trained :class:`PVRNN`.
+        history: ``history["loss"]`` ``[num_steps]``: at every training step, the weighted negative
+            lower bound averaged over sequences and time steps.
+        attrs: trainer, settings, seed, seconds, ...
+        adaptive: the training sequences' adaptive vectors ``[N, T, Z_l]`` (their approximate posterior).
+
+    ``PVRNNFit.load(path, module=PVRNN(...))`` rebuilds the adaptive vectors from the saved tensors.
     """
 
-    adaptive: AdaptiveVectors
-    losses: list[float] = field(default_factory=list)
+    adaptive: AdaptiveVectors = field(kw_only=True)
+
+    extras = ("adaptive",)
+
+    @classmethod
+    def build_extra(cls, name: str, module: nn.Module, saved: Any, attrs: Mapping[str, Any]) -> Any:
+        """:class:`AdaptiveVectors` from the saved ``mu.<l>`` and ``log_sigma.<l>`` tensors, on the model's device."""
+        if name != "adaptive":
+            return super().build_extra(name, module, saved, attrs)
+        if not isinstance(module, PVRNN):
+            raise TypeError(f"PVRNNFit.load needs a PVRNN module, got {type(module).__name__}")
+        device = module.readout.weight.device
+        layers = range(module.num_layers)
+        missing = [k for i in layers for k in (f"mu.{i}", f"log_sigma.{i}") if k not in saved]
+        if missing:
+            raise ValueError(f"the saved fit has no adaptive vectors {missing} for this "
+                             f"{module.num_layers}-layer PVRNN")
+        return AdaptiveVectors([saved[f"mu.{i}"].to(device) for i in layers],
+                               [saved[f"log_sigma.{i}"].to(device) for i in layers])
 
 
-def train_pvrnn(model: PVRNN, sequences: Tensor, num_epochs: int = 2000, lr: float = 1e-3,
-                weight_decay: float = 0.0, adaptive: AdaptiveVectors | None = None,
-                progress: bool = True) -> PVRNNFit:
-    """Fit the weights and the adaptive vectors of ``sequences`` jointly by full-batch Adam.
+class PVRNNTrainer(_FullBatchTrainer):
+    """Fit a PV-RNN's weights and the adaptive vectors of its training sequences jointly, full batch.
+
+    Each step unrolls the model over all sequences with ``z`` sampled from the adaptive vectors
+    and minimises the paper's weighted negative lower bound, averaged over sequences and steps
+    (Ahmadi & Tani 2019, arXiv 1811.01339). Weights and adaptive vectors share the learning
+    rate; ``weight_decay`` applies to the weights only (the adaptive vectors are a posterior,
+    held to the prior by the KL term already). Both are trained parameters: both are
+    checkpointed (as ``model`` and ``adaptive``).
+
+    Args:
+        num_steps: full-batch steps (epochs).
+        lr: learning rate (the paper and LibPvrnn: Adam, 1e-3, for very many epochs).
+        weight_decay: on the network's weights only.
+        Other arguments as for :class:`~inference.training.trainer.Trainer` (default optimiser Adam).
+
+    Example:
+        >>> fit = PVRNNTrainer(num_steps=600, lr=1e-2, seed=0).fit(model, x_train)   # x_train [N, T, X]
+        >>> fit.adaptive, fit.history["loss"]                                      # [600]
+    """
+
+    def fit(self, model: PVRNN, sequences: Tensor, progress: bool = True, *,
+            adaptive: AdaptiveVectors | None = None) -> PVRNNFit:
+        """Train ``model`` (in place) and the adaptive vectors of ``sequences``.
+
+        Args:
+            model: the :class:`PVRNN`.
+            sequences: ``[N, T, X]``.
+            progress: tqdm bar.
+            adaptive: continue from these vectors ``[N, T, Z_l]`` (trained in place; default: fresh zeros).
+
+        Returns:
+            A :class:`PVRNNFit`.
+        """
+        return self._fit(model, sequences, progress, adaptive, reseed=True)
+
+    def _fit(self, model: PVRNN, sequences: Tensor, progress: bool, adaptive: AdaptiveVectors | None,
+             reseed: bool) -> PVRNNFit:
+        if not isinstance(model, PVRNN):
+            raise TypeError(f"model must be a PVRNN, got {type(model).__name__}")
+        x = model.check_observations(sequences, "sequences")
+        n, t, _ = x.shape
+        if adaptive is None:
+            adaptive = model.adaptive_vectors(n, t)
+        elif not isinstance(adaptive, AdaptiveVectors):
+            raise TypeError(f"adaptive must be AdaptiveVectors (e.g. a PVRNNFit's .adaptive), got "
+                            f"{type(adaptive).__name__}")
+        model._check_posterior(adaptive.pairs(), n)
+        if adaptive.mu[0].shape[1] != t:
+            raise ValueError(f"adaptive vectors cover {adaptive.mu[0].shape[1]} steps but sequences have {t}")
+        groups = [{"params": list(model.parameters()), "weight_decay": self.weight_decay},
+                  {"params": list(adaptive.parameters()), "weight_decay": 0.0}]
+
+        def loss() -> Tensor:
+            rollout = model.unroll(posterior=adaptive.pairs(), sample=True)
+            return model.negative_lower_bound(x, rollout).mean() / t
+
+        history, attrs = self._run(model, {"model": model, "adaptive": adaptive}, loss, groups, reseed, progress,
+                                   "PV-RNN")
+        return PVRNNFit(model, history, attrs, adaptive=adaptive)
+
+
+@renamed_kwargs(num_epochs="num_steps")
+def train_pvrnn(model: PVRNN, sequences: Tensor, num_steps: int = NUM_STEPS, lr: float = LEARNING_RATE,
+                weight_decay: float = 0.0, adaptive: AdaptiveVectors | None = None, progress: bool = True,
+                seed: int | None = None) -> PVRNNFit:
+    """Fit the weights and the adaptive vectors of ``sequences`` jointly by full-batch Adam:
+    :class:`PVRNNTrainer` in one call.
 
     Args:
         model: the PV-RNN (trained in place).
         sequences: ``[N, T, X]``.
-        num_epochs: Adam steps (the paper and LibPvrnn use Adam, lr 1e-3, for very many epochs).
+        num_steps: Adam steps (``num_epochs`` before; the paper and LibPvrnn use Adam, lr 1e-3,
+            for very many epochs).
         lr: Adam learning rate, for weights and adaptive vectors alike.
         weight_decay: applied to the weights only.
         adaptive: continue from these vectors ``[N, T, Z_l]`` (default: fresh zeros).
         progress: tqdm bar.
+        seed: seeds the fit as :class:`PVRNNTrainer`'s ``seed`` does (the caller's random state is
+            restored). ``None`` (the default) keeps this function's behaviour from before the
+            trainer: training draws from torch's global stream as it stands and leaves it
+            advanced, so a script that seeds torch before building its model gets the same numbers.
 
     Returns:
-        a :class:`PVRNNFit`.
+        a :class:`PVRNNFit` (``fit.history["loss"]``; the deprecated ``fit.losses`` still gives a list).
     """
-    x = model.check_observations(sequences, "sequences")
-    n, t, _ = x.shape
-    if adaptive is None:
-        adaptive = model.adaptive_vectors(n, t)
-    model._check_posterior(adaptive.pairs(), n)
-    if adaptive.mu[0].shape[1] != t:
-        raise ValueError(f"adaptive vectors cover {adaptive.mu[0].shape[1]} steps but sequences have {t}")
-    groups = [{"params": list(model.parameters()), "weight_decay": weight_decay},
-              {"params": list(adaptive.parameters()), "weight_decay": 0.0}]
-    model.train()
-
-    def loss_fn() -> Tensor:
-        rollout = model.unroll(posterior=adaptive.pairs(), sample=True)
-        return model.negative_lower_bound(x, rollout).mean() / t
-
-    losses = fit_adam(groups, loss_fn, num_epochs, lr, progress=progress, desc="PV-RNN")
-    return PVRNNFit(adaptive, losses)
+    trainer = PVRNNTrainer(num_steps, lr=lr, weight_decay=weight_decay, seed=seed)
+    return trainer._fit(model, sequences, progress, adaptive, reseed=seed is not None)

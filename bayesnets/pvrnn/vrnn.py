@@ -17,14 +17,23 @@ the per-dimension averaging.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from bayesnets.pvrnn.model import check_sequences, fit_adam, gaussian_kl, reconstruction_error
+from bayesnets.pvrnn.model import (
+    LEARNING_RATE,
+    NUM_STEPS,
+    _FullBatchTrainer,
+    check_sequences,
+    gaussian_kl,
+    reconstruction_error,
+)
+from inference.checks import renamed_kwargs
+from inference.training.fit import Fit
 
-__all__ = ["VRNN", "VRNNFit", "train_vrnn"]
+__all__ = ["VRNN", "VRNNFit", "VRNNTrainer", "train_vrnn"]
 
 
 def _mlp(n_in: int, n_hidden: int, n_out: int) -> nn.Sequential:
@@ -138,18 +147,58 @@ class VRNN(nn.Module):
 
 
 @dataclass
-class VRNNFit:
-    """Result of :func:`train_vrnn`: the mean negative lower bound per step and sequence, per epoch."""
+class VRNNFit(Fit):
+    """Result of :class:`VRNNTrainer` and :func:`train_vrnn`: the fitted :class:`VRNN` and
+    ``history["loss"]`` ``[num_steps]``, at every training step the weighted negative lower bound
+    averaged over sequences and time steps."""
 
-    losses: list[float] = field(default_factory=list)
+
+class VRNNTrainer(_FullBatchTrainer):
+    """Fit a :class:`VRNN` (Chung et al. 2015, arXiv 1506.02216) by full-batch steps on its weighted
+    negative lower bound, averaged over sequences and steps: the PV-RNN baseline, trained as
+    :class:`~bayesnets.pvrnn.model.PVRNNTrainer` trains PV-RNN (default Adam, lr 1e-3).
+
+    Args:
+        num_steps: full-batch steps (epochs).
+        Other arguments as for :class:`~inference.training.trainer.Trainer`.
+
+    Example:
+        >>> fit = VRNNTrainer(num_steps=600, lr=1e-2, seed=0).fit(VRNN(2), x_train)   # x_train [N, T, 2]
+    """
+
+    def fit(self, model: VRNN, sequences: Tensor, progress: bool = True) -> VRNNFit:
+        """Train ``model`` in place on ``sequences`` ``[N, T, X]``; returns a :class:`VRNNFit`."""
+        return self._fit(model, sequences, progress, reseed=True)
+
+    def _fit(self, model: VRNN, sequences: Tensor, progress: bool, reseed: bool) -> VRNNFit:
+        if not isinstance(model, VRNN):
+            raise TypeError(f"model must be a VRNN, got {type(model).__name__}")
+        x = check_sequences(sequences, model.output_dim, "sequences")
+
+        def loss() -> Tensor:
+            return model.negative_lower_bound(x).mean() / x.shape[1]
+
+        history, attrs = self._run(model, model, loss, None, reseed, progress, "VRNN")
+        return VRNNFit(model, history, attrs)
 
 
-def train_vrnn(model: VRNN, sequences: Tensor, num_epochs: int = 2000, lr: float = 1e-3,
-               weight_decay: float = 0.0, progress: bool = True) -> VRNNFit:
-    """Fit a :class:`VRNN` by full-batch Adam on its weighted negative lower bound (in place)."""
-    x = check_sequences(sequences, model.output_dim, "sequences")
-    model.train()
-    losses = fit_adam([{"params": list(model.parameters()), "weight_decay": weight_decay}],
-                      lambda: model.negative_lower_bound(x).mean() / x.shape[1], num_epochs, lr,
-                      progress=progress, desc="VRNN")
-    return VRNNFit(losses)
+@renamed_kwargs(num_epochs="num_steps")
+def train_vrnn(model: VRNN, sequences: Tensor, num_steps: int = NUM_STEPS, lr: float = LEARNING_RATE,
+               weight_decay: float = 0.0, progress: bool = True, seed: int | None = None) -> VRNNFit:
+    """Fit a :class:`VRNN` by full-batch Adam on its weighted negative lower bound (in place):
+    :class:`VRNNTrainer` in one call.
+
+    Args:
+        model: the VRNN.
+        sequences: ``[N, T, X]``.
+        num_steps: Adam steps (``num_epochs`` before).
+        lr, weight_decay: Adam's.
+        progress: tqdm bar.
+        seed: as :func:`~bayesnets.pvrnn.model.train_pvrnn`'s: ``None`` (the default) trains on
+            torch's global stream as it stands, as this function always has.
+
+    Returns:
+        a :class:`VRNNFit`.
+    """
+    trainer = VRNNTrainer(num_steps, lr=lr, weight_decay=weight_decay, seed=seed)
+    return trainer._fit(model, sequences, progress, reseed=seed is not None)

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from bayesnets.surrogates.bnn import mlp
 from bayesnets.surrogates.data import check_train_data
+from inference.seeding import seeded
 
 __all__ = ["DKLSurrogate", "FeatureKernel"]
 
@@ -77,9 +78,7 @@ class DKLSurrogate(SingleTaskGP):
         if k < 1:
             raise ValueError(f"num_features must be >= 1, got {num_features}")
         batch = torch.Size([m]) if m > 1 else torch.Size([])
-        devices = [train_X.device] if train_X.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
+        with seeded(seed, train_X):
             extractor = mlp(d, k, width, depth, "tanh")
             base = ScaleKernel(MaternKernel(nu=2.5, ard_num_dims=k, batch_shape=batch,
                                             lengthscale_prior=GammaPrior(*LENGTHSCALE_PRIOR)),

@@ -14,6 +14,7 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 from torch import Tensor
 
 from bayesnets.surrogates.data import check_train_data
+from inference.seeding import seeded
 
 __all__ = ["fit_legacy_gp", "fit_single_task_gp"]
 
@@ -56,8 +57,7 @@ def fit_legacy_gp(train_X: Tensor, train_Y: Tensor, *, seed: int = 0) -> SingleT
 
 def _fit(train_X: Tensor, train_Y: Tensor, seed: int, **modules: object) -> SingleTaskGP:
     check_train_data(train_X, train_Y)
-    with torch.random.fork_rng(devices=[train_X.device] if train_X.device.type == "cuda" else []):
-        torch.manual_seed(seed)
+    with seeded(seed, train_X):
         model = SingleTaskGP(train_X, train_Y, outcome_transform=Standardize(m=train_Y.shape[-1]), **modules)
         fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
     return model.eval()

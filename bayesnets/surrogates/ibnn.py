@@ -20,6 +20,7 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 from torch import Tensor
 
 from bayesnets.surrogates.data import check_train_data
+from inference.seeding import seeded
 from priors.kernels import NNGPKernel
 
 __all__ = ["IBNNSurrogate"]
@@ -57,7 +58,6 @@ class IBNNSurrogate(SingleTaskGP):
                          input_transform=input_transform,
                          outcome_transform=Standardize(m=m) if outcome_transform is None else outcome_transform)
         if fit:
-            with torch.random.fork_rng(devices=[train_X.device] if train_X.device.type == "cuda" else []):
-                torch.manual_seed(seed)
+            with seeded(seed, train_X):
                 fit_gpytorch_mll(ExactMarginalLogLikelihood(self.likelihood, self))
         self.eval()

@@ -118,7 +118,7 @@ def test_trained_wide_network_tracks_analytic_ntk_regression(tkwargs):
                 opt.step()
             with torch.no_grad():
                 trained = net(x_test).squeeze(-1)
-            predicted = ntk_regression(k_train, k_cross, y, f0_train=f0_train, f0_test=f0_test, lr=lr, steps=steps)
+            predicted = ntk_regression(k_train, k_cross, y, f0_train=f0_train, f0_test=f0_test, lr=lr, num_steps=steps)
             gap += float((trained - predicted).norm() / predicted.norm()) / 4
         gaps[width] = gap
     assert gaps[1024] < 0.08
@@ -134,7 +134,7 @@ def test_ntk_regression_limits(tkwargs):
     assert torch.allclose(ntk_regression(k, kx, y), exact)
     assert torch.allclose(ntk_regression(k, kx, y, time=1e6), exact, atol=1e-8)
     lr = 1.0 / float(torch.linalg.eigvalsh(k).max())
-    assert torch.allclose(ntk_regression(k, kx, y, lr=lr, steps=100_000), exact, atol=1e-8)
+    assert torch.allclose(ntk_regression(k, kx, y, lr=lr, num_steps=100_000), exact, atol=1e-8)
     assert torch.allclose(ntk_regression(k, kx, y, time=0.0), torch.zeros(3, 2, **tkwargs))
 
 
@@ -150,7 +150,7 @@ def test_bad_input_is_rejected(tkwargs):
         empirical_ntk(net.requires_grad_(False), torch.randn(2, 3, **tkwargs))
     k = torch.eye(3, **tkwargs)
     with pytest.raises(ValueError, match="diverges"):
-        ntk_regression(k, k, torch.ones(3, **tkwargs), lr=5.0, steps=3)
+        ntk_regression(k, k, torch.ones(3, **tkwargs), lr=5.0, num_steps=3)
     with pytest.raises(ValueError, match="together"):
         ntk_regression(k, k, torch.ones(3, **tkwargs), lr=0.1)
     with pytest.raises(ValueError, match="y_train"):

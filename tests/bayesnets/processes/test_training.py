@@ -8,8 +8,20 @@ import math
 import pytest
 import torch
 
-from bayesnets.processes import ANP, CNP, MPNP, NP, GPTaskSampler, evaluate, fit, gp_test_set, log_likelihoods
+from bayesnets.processes import (
+    ANP,
+    CNP,
+    MPNP,
+    NP,
+    GPTaskSampler,
+    NPTrainer,
+    evaluate,
+    fit,
+    gp_test_set,
+    log_likelihoods,
+)
 from bayesnets.processes.data import NOISE_STD, SCALE_RANGE
+from inference.training import Fit
 
 # Steps per model: the NP's ELBO starts slowly (the KL term first pulls q(z|C∪T) onto q(z|C)),
 # so it gets more of its cheap steps; all four take a few seconds of CPU.
@@ -64,7 +76,9 @@ def test_training_improves_held_out_likelihood(cls, device):
     held_out = gp_test_set("rbf", num_tasks=64, batch_size=32, seed=1, device=device)
     before = evaluate(model, held_out, num_samples=EVAL_SAMPLES)
     empty_before = _empty_context(model, held_out)[0]
-    losses = fit(model, GPTaskSampler(min_context=0), num_steps=STEPS[cls], batch_size=16, seed=0, progress=False)
+    result = fit(model, GPTaskSampler(min_context=0), num_steps=STEPS[cls], batch_size=16, seed=0, progress=False)
+    assert isinstance(result, Fit) and result.module is model and result.attrs["trainer"] == "NPTrainer"
+    losses = result.history["loss"]
     assert losses.shape == (STEPS[cls],) and torch.isfinite(losses).all()
     assert losses[-50:].mean() < losses[:50].mean()
     after = evaluate(model, held_out, num_samples=EVAL_SAMPLES)
@@ -83,12 +97,14 @@ def test_fit_is_reproducible_and_checks_its_arguments(device):
     for _ in range(2):
         torch.manual_seed(0)
         model = CNP(hidden=8).to(device)
-        runs.append(fit(model, GPTaskSampler(), num_steps=3, batch_size=4, seed=5, progress=False))
-    torch.testing.assert_close(runs[0], runs[1])
+        runs.append(fit(model, GPTaskSampler(), num_steps=3, batch_size=4, seed=5, progress=False).history["loss"])
+    assert torch.equal(runs[0], runs[1])
     with pytest.raises(TypeError, match="NeuralProcess"):
         fit(torch.nn.Linear(1, 1), GPTaskSampler(), num_steps=1)
     with pytest.raises(ValueError, match="num_steps"):
         fit(model, GPTaskSampler(), num_steps=0)
+    with pytest.raises(TypeError, match="TaskSampler"):
+        NPTrainer(num_steps=1).fit(model, gp_test_set("rbf", num_tasks=4, batch_size=4))
     b = GPTaskSampler().sample(3, num_context=4, num_target=6, device=device)
     ll = log_likelihoods(model, b)
     assert ll["context"].shape == ll["target"].shape == (3,)

@@ -31,13 +31,13 @@ def pfsm_data(num_sequences: int, num_steps: int, seed: int) -> torch.Tensor:
     return x.to(**TKWARGS)
 
 
-def trained(meta_prior: float, seed: int = 0, num_epochs: int = 300, hidden: int = 16):
+def trained(meta_prior: float, seed: int = 0, num_steps: int = 300, hidden: int = 16):
     """A one-layer PV-RNN trained on 8 sequences of 40 steps, and its fit."""
     x = pfsm_data(8, 40, seed=100 + seed)
     with torch.random.fork_rng(devices=[DEVICE] if DEVICE.type == "cuda" else []):
         torch.manual_seed(seed)
         model = PVRNN(2, (hidden,), (2,), (2.0,), meta_prior=meta_prior).to(**TKWARGS)
-        fit = train_pvrnn(model, x, num_epochs=num_epochs, lr=1e-2, progress=False)
+        fit = train_pvrnn(model, x, num_steps=num_steps, lr=1e-2, progress=False)
     return model, fit, x
 
 
@@ -56,4 +56,4 @@ def train_small():
 @pytest.fixture(scope="module")
 def trained_pvrnn():
     """A PV-RNN trained at an intermediate meta-prior (w = 0.01): ``(model, fit, x_train)``."""
-    return trained(0.01, seed=0, num_epochs=200)
+    return trained(0.01, seed=0, num_steps=200)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
 
-from bayesnets.pvrnn import PVRNN, AdaptiveVectors, MTRNNLayer, gaussian_kl, train_pvrnn
+from bayesnets.pvrnn import PVRNN, AdaptiveVectors, MTRNNLayer, PVRNNFit, PVRNNTrainer, gaussian_kl, train_pvrnn
 from bayesnets.pvrnn.model import check_sequences
 
 
@@ -125,13 +127,58 @@ def test_training_lowers_the_bound_and_fits_the_data(tkwargs, pfsm):
     x = pfsm(4, 20, seed=3)
     torch.manual_seed(0)
     model = PVRNN(2, (12,), (2,), (2.0,), meta_prior=0.01).to(**tkwargs)
-    fit = train_pvrnn(model, x, num_epochs=150, lr=1e-2, progress=False)
-    assert isinstance(fit.adaptive, AdaptiveVectors) and len(fit.losses) == 150
-    assert fit.losses[-1] < 0.2 * fit.losses[0]
+    fit = train_pvrnn(model, x, num_steps=150, lr=1e-2, progress=False)
+    assert isinstance(fit, PVRNNFit) and fit.module is model
+    assert isinstance(fit.adaptive, AdaptiveVectors) and fit.history["loss"].shape == (150,)
+    assert fit.history["loss"][-1] < 0.2 * fit.history["loss"][0]
     with torch.no_grad():
         out = model.unroll(posterior=fit.adaptive.pairs(), sample=False).output
     # well below the data's variance (about 0.1 per coordinate): the posterior reconstructs the sequences
     assert (out - x).pow(2).mean() < 0.02 < x.var(1).mean()
+
+
+def test_weight_decay_spares_the_adaptive_vectors_and_training_continues(tkwargs, pfsm):
+    x = pfsm(3, 8, seed=5)
+    torch.manual_seed(0)
+    model = PVRNN(2, (5,), (2,), (2.0,), meta_prior=0.1).to(**tkwargs)
+    start = model.adaptive_vectors(3, 8)
+    with torch.no_grad():
+        for p in start.parameters():
+            p.normal_()  # non-zero, so that decaying them would change their first step
+    fits = {}
+    for wd in (0.0, 0.5):
+        twin, adaptive = copy.deepcopy(model), copy.deepcopy(start)
+        fits[wd] = PVRNNTrainer(num_steps=1, lr=0.1, weight_decay=wd, seed=1).fit(twin, x, progress=False,
+                                                                                  adaptive=adaptive)
+        assert fits[wd].adaptive is adaptive  # continued in place
+    # one Adam step: the adaptive vectors' gradients (and so their step) are the same with and without decay
+    assert all(torch.equal(a, b) for a, b in zip(fits[0.0].adaptive.parameters(), fits[0.5].adaptive.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(fits[0.0].module.parameters(), fits[0.5].module.parameters()))
+    assert not torch.equal(fits[0.0].adaptive.mu[0], start.mu[0])
+
+
+def test_fit_round_trips_and_the_one_call_form_keeps_its_old_behaviour(tkwargs, pfsm, tmp_path):
+    x = pfsm(3, 6, seed=6)
+    torch.manual_seed(0)
+    model = PVRNN(2, (5, 3), (2, 1), (2.0, 4.0)).to(**tkwargs)
+    twin = copy.deepcopy(model)
+    # train_pvrnn without a seed draws from the caller's stream, as before the trainer existed
+    torch.manual_seed(5)
+    with pytest.warns(DeprecationWarning, match="num_epochs"):
+        old = train_pvrnn(model, x, num_epochs=3, progress=False)
+    new = PVRNNTrainer(num_steps=3, seed=5).fit(twin, x, progress=False)
+    assert torch.equal(old.history["loss"], new.history["loss"])
+    assert old.attrs["seed"] is None and new.attrs["seed"] == 5
+    with pytest.warns(DeprecationWarning, match="losses"):
+        assert old.losses == new.history["loss"].tolist()
+    new.save(tmp_path / "fit.safetensors")
+    loaded = PVRNNFit.load(tmp_path / "fit.safetensors", module=PVRNN(2, (5, 3), (2, 1), (2.0, 4.0)).to(**tkwargs))
+    assert isinstance(loaded.adaptive, AdaptiveVectors)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.adaptive.parameters(), new.adaptive.parameters()))
+    more = train_pvrnn(loaded.module, x, num_steps=2, adaptive=loaded.adaptive, seed=0, progress=False)
+    assert more.adaptive is loaded.adaptive and more.history["loss"].shape == (2,)
+    with pytest.raises(TypeError, match="AdaptiveVectors"):
+        train_pvrnn(model, x, num_steps=1, adaptive=new.adaptive.pairs(), progress=False)
 
 
 # The meta-prior's effect (Ahmadi & Tani 2019, Sec. 4): trained with a high w the posterior is
@@ -165,7 +212,7 @@ def test_bad_input_gives_clear_errors(tkwargs):
     with pytest.raises(ValueError, match=r"observations must have shape \[B, T, 3\]"):
         model.check_observations(torch.zeros(2, 5, 2, **tkwargs))
     with pytest.raises(ValueError, match=r"sequences must have shape \[B, T, 3\]"):
-        train_pvrnn(model, torch.zeros(5, 3, **tkwargs), num_epochs=1, progress=False)
+        train_pvrnn(model, torch.zeros(5, 3, **tkwargs), num_steps=1, progress=False)
     with pytest.raises(TypeError, match=r"must be a torch\.Tensor"):
         check_sequences([[0.0]], 3)
     with pytest.raises(ValueError, match="NaN"):
