@@ -157,12 +157,12 @@ def run_split(name: str, X: torch.Tensor, Y: torch.Tensor, split: int) -> dict[s
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # jitter during line searches is reported below
-            info = fit_marginal_likelihood(model, num_steps=FIT_STEPS)
+            fit = fit_marginal_likelihood(model, num_steps=FIT_STEPS)
         seconds = time.perf_counter() - start
         with torch.no_grad():
             nll = model.predictive_nll(Xte, Yte).item() + ys.log().item()  # back to original units
             rmse = ((model.posterior(Xte).mean - Yte) * ys).square().mean().sqrt().item()
-        out[model_name] = {"nll": nll, "rmse": rmse, "seconds": seconds, "jitter": info["jitter_warnings"]}
+        out[model_name] = {"nll": nll, "rmse": rmse, "seconds": seconds, "jitter": fit.attrs["jitter_warnings"]}
     return out
 
 

@@ -12,6 +12,10 @@ posterior under the fitted prior with SGHMC. Each outer step here
    differentiable in ``psi`` -- and ``n`` from the target (or its exact moments),
 3. takes one RMSprop step on ``psi`` for the estimated distance (:mod:`priors.wasserstein`).
 
+The outer loop is :class:`PriorMatcher`, a :class:`~inference.training.trainer.Trainer` on the
+shared loop (:func:`inference.training.loop.optimize`: checkpoints, progress, steps skipped for
+non-finite values); :func:`match_prior` is its one-call form. Both return a :class:`MatchResult`.
+
 Priors fitted this way: :class:`~priors.weights.LayerwiseGaussian` (GPi-G: one scale per
 tensor), :class:`~priors.weights.HierarchicalGaussian` (GPi-H: the Gamma shape and rate of
 each tensor's precision), or any :class:`~priors.weights.WeightPrior` with parameters.
@@ -21,21 +25,22 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from gpytorch.kernels import Kernel
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 from torch.func import functional_call
-from tqdm.auto import tqdm
 
+from inference.checks import check_choice, check_int
 from inference.data import check_data
 from inference.seeding import base_seed, seeded
+from inference.training.fit import Fit
+from inference.training.trainer import Trainer
 from priors.processes import psd_cholesky
 from priors.wasserstein import (
     CRITIC_HIDDEN,
@@ -53,6 +58,7 @@ __all__ = [
     "GPTarget",
     "MatchResult",
     "MeasurementSet",
+    "PriorMatcher",
     "PriorNetwork",
     "match_prior",
     "plot_prior_functions",
@@ -74,7 +80,7 @@ JITTER = 1e-6
 PSD_RTOL = 1e-6
 
 #: Largest fraction of matching steps that may be skipped for non-finite values before
-#: :func:`match_prior` gives up.
+#: :class:`PriorMatcher` gives up.
 MAX_SKIPPED = 0.1
 
 #: Hyperparameter draws :meth:`GPTarget.moments` averages over by default (hierarchical GPs).
@@ -300,26 +306,30 @@ class PriorNetwork:
         return forward_draws(self.net, self.prior.sample(x, (num,)), x)
 
 
-def _as_prior_network(net_or_model: nn.Module, weight_prior: WeightPrior | None, x: Tensor) -> PriorNetwork:
-    """The network and prior to match, checked on the points ``x`` ``[M, ...]``.
+def _prior_network(net_or_model: Any, weight_prior: WeightPrior | None) -> PriorNetwork:
+    """The network and prior to match.
 
     ``net_or_model`` is a model holding ``net`` and ``prior`` (a
-    :class:`~bayesnets.bnn.BayesianNet`; priors never import models, so it is recognised by
-    those attributes) or a bare ``nn.Module`` with ``weight_prior`` bound to it here.
+    :class:`~bayesnets.bnn.BayesianNet` or a :class:`PriorNetwork`; priors never import models, so
+    it is recognised by those attributes) or a bare ``nn.Module`` with ``weight_prior`` bound to it here.
     """
     prior = getattr(net_or_model, "prior", None)
     if isinstance(prior, WeightPrior) and isinstance(getattr(net_or_model, "net", None), nn.Module):
         if weight_prior is not None and weight_prior is not prior:
             raise ValueError("weight_prior must be None or the model's own prior when a BayesianNet is given")
-        pair = PriorNetwork(net_or_model.net, prior)
-    elif isinstance(net_or_model, nn.Module):
+        return PriorNetwork(net_or_model.net, prior)
+    if isinstance(net_or_model, nn.Module):
         if not isinstance(weight_prior, WeightPrior):
             raise TypeError(f"weight_prior must be a priors.weights.WeightPrior for a bare nn.Module, got "
                             f"{type(weight_prior).__name__}")
         weight_prior.bind({n: p.shape for n, p in net_or_model.named_parameters()})
-        pair = PriorNetwork(net_or_model, weight_prior)
-    else:
-        raise TypeError(f"net_or_model must be a BayesianNet or an nn.Module, got {type(net_or_model).__name__}")
+        return PriorNetwork(net_or_model, weight_prior)
+    raise TypeError(f"net_or_model must be a BayesianNet or an nn.Module, got {type(net_or_model).__name__}")
+
+
+def _as_prior_network(net_or_model: nn.Module, weight_prior: WeightPrior | None, x: Tensor) -> PriorNetwork:
+    """:func:`_prior_network`, checked on the points ``x`` ``[M, ...]``."""
+    pair = _prior_network(net_or_model, weight_prior)
     _check_points(pair, x)
     return pair
 
@@ -362,22 +372,172 @@ def _check_points(pair: PriorNetwork, x: Tensor) -> None:
 
 # ======================================================================= match
 @dataclass
-class MatchResult:
-    """What :func:`match_prior` did.
+class MatchResult(Fit):
+    """What :class:`PriorMatcher` (and :func:`match_prior`) did: a :class:`~inference.training.fit.Fit`.
 
     Attributes:
-        distance: the estimated distance at every outer step ``[num_steps]`` (for ``"critic"``
-            the W1 estimate, for ``"gaussian"`` the moment-matched W2, for ``"sliced"`` the
-            sliced W2; summed over network outputs); NaN at steps skipped for non-finite values.
-        estimator: which estimator.
-        seconds: wall time of the matching.
+        module: the fitted weight prior (matched in place).
+        history: ``"distance"``, the estimated distance at every outer step ``[num_steps]`` (for
+            ``"critic"`` the W1 estimate, for ``"gaussian"`` the moment-matched W2, for
+            ``"sliced"`` the sliced W2; summed over network outputs), NaN at steps skipped for
+            non-finite values; ``"loss"``, the same values (the quantity minimised).
+        attrs: the matcher's record: settings (``estimator`` among them), ``seed``, ``seconds``,
+            ``skipped_steps``, ...
         initial_state: the prior's ``state_dict`` before matching (to plot or restore it).
     """
 
-    distance: Tensor
-    estimator: str
-    seconds: float
-    initial_state: dict[str, Tensor] = field(repr=False)
+    initial_state: dict[str, Tensor] = field(default_factory=dict, repr=False)
+
+    extras: ClassVar[tuple[str, ...]] = ("initial_state",)
+
+    @property
+    def distance(self) -> Tensor:
+        """The estimated distance per step, ``[num_steps]`` (``history["distance"]``)."""
+        return self.history["distance"]
+
+    @property
+    def estimator(self) -> str:
+        """Which distance estimator matched the prior."""
+        return str(self.attrs["estimator"])
+
+    @property
+    def seconds(self) -> float:
+        """Wall time of the matching."""
+        return float(self.attrs["seconds"])
+
+
+class PriorMatcher(Trainer):
+    """Fit a weight prior's hyperparameters so the BNN's function prior matches a target process.
+
+    Tran, Rossi, Milios & Filippone 2022 (arXiv:2011.12829, P38), Algorithm 1: per step a new
+    measurement set, ``n`` reparameterised BNN function draws and ``n`` target draws, an
+    estimate of the Wasserstein distance and one RMSprop step on the prior's parameters
+    (updated in place). A step whose distance or gradient is not finite (e.g. a float32 Gamma
+    precision underflowing to 0 under a small shape) is skipped and recorded as NaN rather than
+    written into the prior; beyond :data:`MAX_SKIPPED` of the steps the run stops with a
+    ``FloatingPointError`` naming the fix.
+
+    Seeding: ``seed`` draws the first measurement set (under ``seeded(seed)``) and runs the
+    matching under ``seeded(seed + 1)``.
+
+    Args:
+        num_steps: outer steps (paper: 200 for UCI).
+        estimator: ``"gaussian"`` (closed-form W2 between moment-matched Gaussians, no inner
+            loop; the target's moments are exact for a GP, the mean kernel matrix over
+            ``num_functions`` hyperparameter draws for a hierarchical GP, the sample moments of
+            ``num_functions`` draws for a callable), ``"sliced"`` (sliced W2,
+            ``num_projections`` directions) or ``"critic"`` (the paper's W1 with a Lipschitz
+            critic and gradient penalty; ``critic_*`` settings, paper UCI defaults: up to 200
+            Adagrad steps at lr 0.02, penalty 10, early stop at critic-gradient norm 0.1, 200
+            hidden units).
+        num_functions: function draws per side and step (paper: 128).
+        optimizer, lr: the outer optimiser, RMSprop at 0.05 on the prior's (log-scale)
+            parameters (the paper's UCI setting).
+        Other arguments as for :class:`~inference.training.trainer.Trainer` (schedule, clipping,
+        seed, checkpoints, callback).
+
+    Example:
+        >>> fit = PriorMatcher(num_steps=200, seed=0).fit(model, (kernel, MeasurementSet(x_train)))
+        >>> fit.history["distance"]    # [200], falling as the prior fits
+    """
+
+    def __init__(self, num_steps: int = 200, *, estimator: str = "gaussian", num_functions: int = 128,
+                 num_projections: int = 256, critic_steps: int = 200, critic_lr: float = 0.02,
+                 critic_penalty: float = GRADIENT_PENALTY, critic_threshold: float | None = 0.1,
+                 critic_hidden: int = CRITIC_HIDDEN, optimizer: str | Callable[..., Any] = "rmsprop",
+                 lr: float = 0.05, **loop: Any) -> None:
+        self.estimator = check_choice(estimator, "estimator", ESTIMATORS)
+        super().__init__(num_steps, optimizer=optimizer, lr=lr, **loop)
+        self.num_functions = check_int(num_functions, "num_functions", 2)
+        self.num_projections = int(num_projections)
+        self.critic_steps = int(critic_steps)
+        self.critic_lr = critic_lr
+        self.critic_penalty = critic_penalty
+        self.critic_threshold = critic_threshold
+        self.critic_hidden = int(critic_hidden)
+
+    def fit(self, model: Any, data: tuple[Any, Any], progress: bool = True) -> MatchResult:
+        """Match ``model``'s weight prior to ``data = (target, measurement_set)``.
+
+        Args:
+            model: a :class:`~bayesnets.bnn.BayesianNet` or a :class:`PriorNetwork` (anything
+                with a network ``net`` and a :class:`~priors.weights.WeightPrior` ``prior`` bound
+                to it). All of the prior's ``nn.Parameter``s are optimised; their
+                ``requires_grad`` flags are restored after.
+            data: ``target``, a GPyTorch kernel (hierarchical when it carries hyperpriors, see
+                :class:`GPTarget`), a :class:`GPTarget`, or a callable ``(x [M, d], num) ->
+                [num, M]`` (``[num, M, P]`` for ``P`` network outputs) drawing functions of any
+                process; and ``measurement_set``, a :class:`MeasurementSet` (or any callable
+                giving ``[M, d]`` points per step) or a fixed tensor ``[M, d]`` (e.g. a 1-D grid).
+            progress: show a tqdm bar.
+
+        Returns:
+            A :class:`MatchResult` with the distance per step.
+
+        Raises:
+            ValueError: measurement points that do not fit the network or the kernel, a kernel
+                that is not positive semi-definite on them, target draws of the wrong shape.
+            TypeError: a target, prior or measurement set of the wrong kind.
+            FloatingPointError: more than :data:`MAX_SKIPPED` of the steps were not finite.
+        """
+        if not isinstance(data, (tuple, list)) or len(data) != 2:
+            raise TypeError(f"data must be (target, measurement_set), got {type(data).__name__}")
+        target, measurement_set = data
+        tgt = _as_target(target)
+        pair = _prior_network(model, None)
+        seed = base_seed(self.seed)
+        with seeded(seed):
+            x0 = _draw_points(measurement_set)
+        _check_points(pair, x0)
+        if isinstance(tgt, GPTarget):
+            tgt.check_inputs(x0)
+        prior = pair.prior
+        params = list(prior.parameters())
+        if not params:
+            raise ValueError(f"{type(prior).__name__} has no parameters to fit")
+        settings = {"num_projections": self.num_projections, "critic_steps": self.critic_steps,
+                    "critic_lr": self.critic_lr, "critic_penalty": self.critic_penalty,
+                    "critic_threshold": self.critic_threshold}
+        critic = None
+        if self.estimator == "critic":
+            # Its first weights never count (critic_wasserstein re-initialises it every step);
+            # drawn under the seed they leave the caller's random stream alone.
+            with seeded(seed):
+                critic = LipschitzCritic(x0.shape[0], self.critic_hidden).to(x0)
+        initial_state = {k: v.detach().clone() for k, v in prior.state_dict().items()}
+        fixed = isinstance(measurement_set, Tensor)
+
+        def points(step: int) -> Tensor:
+            return x0 if step == 0 or fixed else _draw_points(measurement_set)
+
+        def distance(x: Tensor) -> Tensor:
+            try:
+                return _distance(pair, tgt, x, self.num_functions, self.estimator, critic, settings)
+            except ValueError:
+                # Non-finite hyperparameters (the loop never steps on a non-finite gradient, so they
+                # come from outside) make the weight distributions refuse their scales: a
+                # non-finite step, to skip and count like any other.
+                if all(bool(torch.isfinite(p).all()) for p in params):
+                    raise
+                return torch.full((), math.nan, dtype=x.dtype, device=x.device)
+
+        flags = [p.requires_grad for p in params]
+        prior.requires_grad_(True)
+        try:
+            with seeded(seed + 1, x0):
+                result = self._optimize(prior, distance, batches=points, params=params, skip_nonfinite=MAX_SKIPPED,
+                                        progress=progress, desc=f"match_prior ({self.estimator})")
+        except FloatingPointError as err:
+            raise FloatingPointError(f"{err}; to match in float64, pass a float64 measurement set") from None
+        finally:
+            for p, flag in zip(params, flags):
+                p.requires_grad_(flag)
+        if result.skipped:
+            warnings.warn(f"match_prior skipped {result.skipped} of {self.num_steps} steps with non-finite distances "
+                          "or gradients (recorded as NaN)", RuntimeWarning, stacklevel=2)
+        # One series under two names: "loss" for every Fit, "distance" for what it is here.
+        history = {"loss": result.history["loss"], "distance": result.history["loss"].clone()}
+        return MatchResult(prior, history, self._record(result, seed), initial_state=initial_state)
 
 
 def match_prior(net_or_model: nn.Module, weight_prior: WeightPrior | None, target: Any, measurement_set: Any, *,
@@ -385,7 +545,8 @@ def match_prior(net_or_model: nn.Module, weight_prior: WeightPrior | None, targe
                 num_projections: int = 256, critic_steps: int = 200, critic_lr: float = 0.02,
                 critic_penalty: float = GRADIENT_PENALTY, critic_threshold: float | None = 0.1,
                 critic_hidden: int = CRITIC_HIDDEN, seed: int | None = None, progress: bool = True) -> MatchResult:
-    """Fit a weight prior's hyperparameters so the BNN's function prior matches ``target``.
+    """Fit a weight prior's hyperparameters so the BNN's function prior matches ``target``:
+    :class:`PriorMatcher` in one call.
 
     Tran et al. 2022 (arXiv:2011.12829), Algorithm 1: per step a new measurement set, ``n``
     reparameterised BNN function draws and ``n`` target draws, an estimate of the Wasserstein
@@ -396,86 +557,29 @@ def match_prior(net_or_model: nn.Module, weight_prior: WeightPrior | None, targe
             ``nn.Module`` the prior is for.
         weight_prior: the prior to fit (``None`` with a ``BayesianNet``). All its
             ``nn.Parameter``s are optimised; their ``requires_grad`` flags are restored after.
-        target: a GPyTorch kernel (hierarchical when it carries hyperpriors, see
-            :class:`GPTarget`), a :class:`GPTarget`, or a callable ``(x [M, d], num) -> [num, M]``
-            (``[num, M, P]`` for ``P`` network outputs) drawing functions of any process.
-        measurement_set: a :class:`MeasurementSet` (or any callable giving ``[M, d]`` points per
-            step), or a fixed tensor ``[M, d]`` (e.g. a 1-D grid).
-        estimator: ``"gaussian"`` (closed-form W2 between moment-matched Gaussians, no inner
-            loop; the target's moments are exact for a GP, the mean kernel matrix over
-            ``num_functions`` hyperparameter draws for a hierarchical GP, the sample moments of
-            ``num_functions`` draws for a callable), ``"sliced"`` (sliced W2,
-            ``num_projections`` directions) or ``"critic"`` (the paper's W1 with a Lipschitz
-            critic and gradient penalty; ``critic_*`` settings, paper UCI defaults: up to 200 Adagrad
-            steps at lr 0.02, penalty 10, early stop at critic-gradient norm 0.1, 200 hidden units).
+        target, measurement_set: as for :meth:`PriorMatcher.fit` (``data = (target, measurement_set)``).
+        estimator, num_functions, num_projections, critic_steps, critic_lr, critic_penalty,
+            critic_threshold, critic_hidden: as for :class:`PriorMatcher`.
         num_steps: outer steps (paper: 200 for UCI).
-        num_functions: function draws per side and step (paper: 128).
         lr: RMSprop learning rate on the prior's (log-scale) parameters (paper: 0.05 for UCI).
         seed: seed of the run (``None``: drawn from torch's global generator).
         progress: show a tqdm bar.
 
     Returns:
-        A :class:`MatchResult` with the distance per step.
+        A :class:`MatchResult` (a :class:`~inference.training.fit.Fit` of the prior) with the
+        distance per step, ``result.distance`` ``[num_steps]``.
 
     Raises:
         ValueError: measurement points that do not fit the network or the kernel, a kernel that is
             not positive semi-definite on them, target draws of the wrong shape, bad settings.
         TypeError: a target, prior or measurement set of the wrong kind.
+        FloatingPointError: more than :data:`MAX_SKIPPED` of the steps were not finite.
     """
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
-    for name, value, low in (("num_steps", num_steps, 1), ("num_functions", num_functions, 2)):
-        if int(value) < low:
-            raise ValueError(f"{name} must be >= {low}, got {value}")
-    tgt = _as_target(target)
-    seed0 = base_seed(seed)
-    with seeded(seed0):
-        x0 = _draw_points(measurement_set)
-    model = _as_prior_network(net_or_model, weight_prior, x0)
-    if isinstance(tgt, GPTarget):
-        tgt.check_inputs(x0)
-    prior = model.prior
-    params = list(prior.parameters())
-    if not params:
-        raise ValueError(f"{type(prior).__name__} has no parameters to fit")
-    settings = {"num_projections": int(num_projections), "critic_steps": int(critic_steps), "critic_lr": critic_lr,
-                "critic_penalty": critic_penalty, "critic_threshold": critic_threshold}
-    initial_state = {k: v.detach().clone() for k, v in prior.state_dict().items()}
-    flags = [p.requires_grad for p in params]
-    prior.requires_grad_(True)
-    opt = torch.optim.RMSprop(params, lr=lr)
-    critic = LipschitzCritic(x0.shape[0], int(critic_hidden)).to(x0) if estimator == "critic" else None
-    record: list[float] = []
-    start = time.perf_counter()
-    try:
-        with seeded(seed0 + 1, x0):
-            bar = tqdm(range(int(num_steps)), desc=f"match_prior ({estimator})", disable=not progress, leave=False)
-            for k in bar:
-                x = x0 if k == 0 or isinstance(measurement_set, Tensor) else _draw_points(measurement_set)
-                dist = _distance(model, tgt, x, int(num_functions), estimator, critic, settings)
-                opt.zero_grad()
-                dist.backward()
-                if bool(torch.isfinite(dist)) and all(bool(torch.isfinite(p.grad).all()) for p in params):
-                    opt.step()
-                    record.append(float(dist.detach()))
-                else:
-                    # A draw overflowed (e.g. a float32 Gamma precision underflowing to 0 under a
-                    # small shape): skip this step rather than write NaN into the prior.
-                    record.append(float("nan"))
-                    if sum(math.isnan(r) for r in record) > MAX_SKIPPED * int(num_steps):
-                        raise FloatingPointError(
-                            f"more than {MAX_SKIPPED:.0%} of the matching steps gave non-finite distances or "
-                            "gradients; lower lr, or match in float64 (a float64 measurement set)")
-                if progress:
-                    bar.set_postfix(distance=f"{record[-1]:.4g}")
-    finally:
-        for p, flag in zip(params, flags):
-            p.requires_grad_(flag)
-    skipped = sum(math.isnan(r) for r in record)
-    if skipped:
-        warnings.warn(f"match_prior skipped {skipped} of {len(record)} steps with non-finite distances or gradients "
-                      "(recorded as NaN)", RuntimeWarning, stacklevel=2)
-    return MatchResult(torch.tensor(record), estimator, time.perf_counter() - start, initial_state)
+    matcher = PriorMatcher(num_steps, estimator=estimator, num_functions=num_functions, lr=lr,
+                           num_projections=num_projections, critic_steps=critic_steps, critic_lr=critic_lr,
+                           critic_penalty=critic_penalty, critic_threshold=critic_threshold,
+                           critic_hidden=critic_hidden, seed=seed)
+    return matcher.fit(_prior_network(net_or_model, weight_prior), (target, measurement_set), progress=progress)
 
 
 def _distance(model: PriorNetwork, tgt: GPTarget | _CallableTarget, x: Tensor, n: int, estimator: str,

@@ -17,7 +17,8 @@ degrees of freedom. The ELBO is
 with ``E_q[1/σ²] = a/b``; the expected log-likelihood is estimated by Monte Carlo with
 reparameterised ``σ²`` (implicit gamma gradients) and Gaussian noise. ``alpha=None`` drops the
 scale mixture (``σ² = 1``): the sparse variational NNGP classifier it is compared against.
-Fitting is :func:`fit_classifier` (Adam on minibatches).
+Fitting is :class:`SparseTProcessTrainer` (Adam on minibatches in the shared training loop,
+:func:`inference.training.loop.optimize`), or its thin wrapper :func:`fit_classifier`.
 """
 
 from __future__ import annotations
@@ -30,13 +31,16 @@ from gpytorch.kernels import Kernel
 from torch import Tensor, nn
 from torch.distributions import Gamma, kl_divergence
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
 from bayesnets.tprocess.regression import default_kernel
-from inference.checks import positive_float
+from inference.checks import check_int, positive_float
+from inference.seeding import base_seed, seeded
+from inference.training.fit import Fit
+from inference.training.loop import Minibatches
+from inference.training.trainer import Trainer
 from priors.processes import InverseGamma, psd_cholesky
 
-__all__ = ["SparseTProcessClassifier", "fit_classifier", "inducing_points_by_class"]
+__all__ = ["SparseTProcessClassifier", "SparseTProcessTrainer", "fit_classifier", "inducing_points_by_class"]
 
 #: Relative jitter on ``K_uu`` (times its mean diagonal): inducing points may move close together.
 KUU_JITTER = 1e-6
@@ -193,13 +197,99 @@ class SparseTProcessClassifier(nn.Module):
         return -p.clamp_min(torch.finfo(p.dtype).tiny).log().mean()
 
 
-def fit_classifier(model: SparseTProcessClassifier, X: Tensor, y: Tensor, num_steps: int = 500,
-                   batch_size: int | None = None, lr: float = 0.01, num_samples: int = 8, seed: int = 0,
-                   progress: bool = False) -> dict[str, Any]:
-    """Maximise the ELBO with Adam on minibatches; returns ``{"elbo": [...]}`` (per data point).
+class _Reshuffled(Minibatches):
+    """Whole-data batches in a fresh random order every step.
+
+    :class:`~inference.training.loop.Minibatches` hands out the whole data unshuffled when the
+    batch is all of it; this classifier has always drawn it shuffled (one permutation per step
+    from the same generator). The order matters to the numbers: it pairs each point with its
+    Monte Carlo noise. Kept so that a seed gives the fits it gave before.
+    """
+
+    def __next__(self) -> tuple[Tensor, ...]:
+        self._perm, self._pos = torch.randperm(self.num_rows, generator=self.generator), self.num_rows
+        idx = self._perm.to(self.tensors[0].device)
+        return tuple(t[idx] for t in self.tensors)
+
+
+class SparseTProcessTrainer(Trainer):
+    """Maximise a :class:`SparseTProcessClassifier`'s ELBO with Adam on minibatches.
+
+    Lee, Yun, Yang & Lee, arXiv 2107.01408 (P12), "inference for classification": each step
+    takes ``batch_size`` rows (a fresh random order every epoch, from a CPU generator seeded by
+    ``seed``), estimates the ELBO of the whole data set from them by Monte Carlo with
+    ``num_samples`` draws per point (noise from torch's global stream, seeded by ``seed`` too),
+    and takes one optimiser step on every parameter with ``requires_grad``.
 
     Args:
-        model: the classifier.
+        num_steps: optimiser steps.
+        num_samples: Monte Carlo draws of ``(σ², f)`` per point in each ELBO estimate.
+        batch_size: rows per step (default: all ``N``; more than ``N`` means all).
+        lr: Adam's learning rate.
+        Other arguments as for :class:`~inference.training.trainer.Trainer` (optimiser, schedule,
+        clipping, seed, checkpoints, callback).
+
+    Example:
+        >>> fit = SparseTProcessTrainer(num_steps=300, batch_size=64, seed=0).fit(model, (X, y))
+        >>> fit.history["elbo"]        # [300]: the ELBO per data point at every step
+    """
+
+    def __init__(self, num_steps: int = 500, *, num_samples: int = 8, lr: float = 0.01, **loop: Any) -> None:
+        super().__init__(num_steps, lr=lr, **loop)
+        self.num_samples = check_int(num_samples, "num_samples")
+
+    def fit(self, model: SparseTProcessClassifier, data: tuple[Tensor, Tensor], progress: bool = True) -> Fit:
+        """Train ``model`` (in place) on ``data = (X, y)``: inputs ``[N, d]`` and labels ``[N]``.
+
+        Returns:
+            A :class:`~inference.training.fit.Fit` of ``model`` with ``history["loss"]`` (the
+            negative ELBO per data point, ``[num_steps]``, the quantity minimised) and
+            ``history["elbo"]`` (its negative). The model is left in eval mode.
+
+        Raises:
+            ValueError: ``X`` or ``y`` of the wrong shape or kind, labels out of range.
+            FloatingPointError: the ELBO became non-finite (the message names the fix).
+        """
+        if not isinstance(model, SparseTProcessClassifier):
+            raise TypeError(f"model must be a SparseTProcessClassifier, got {type(model).__name__}")
+        if not isinstance(data, (tuple, list)) or len(data) != 2:
+            raise TypeError(f"data must be (X, y): inputs [N, d] and labels [N], got {type(data).__name__}")
+        X, y = data
+        model._check_X(X)
+        model._check_y(X, y)
+        N = X.shape[0]
+        batch_size = N if self.batch_size is None else min(self.batch_size, N)
+        params = [p for p in model.parameters() if p.requires_grad]
+        seed = base_seed(self.seed)
+        with seeded(seed, X):
+            gen = torch.Generator().manual_seed(seed)
+            batches = (_Reshuffled if batch_size == N else Minibatches)(X, y, batch_size=batch_size, generator=gen)
+            model.train()
+
+            def loss(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+                try:
+                    value = -model.elbo(*batch, num_data=N, num_samples=self.num_samples) / N
+                except ValueError:
+                    # A diverged step left non-finite parameters, so K_uu has no factor: that is a
+                    # non-finite loss, which the loop reports with its fix (lower lr, clip, float64).
+                    if all(bool(torch.isfinite(p).all()) for p in params):
+                        raise
+                    value = torch.full((), math.nan, dtype=X.dtype, device=X.device)
+                return value, {"elbo": -value.detach()}
+
+            result = self._optimize(model, loss, batches=batches, params=params, progress=progress,
+                                    desc="fit classifier")
+        model.eval()
+        return Fit(model, result.history, self._record(result, seed, num_data=N))
+
+
+def fit_classifier(model: SparseTProcessClassifier, X: Tensor, y: Tensor, num_steps: int = 500,
+                   batch_size: int | None = None, lr: float = 0.01, num_samples: int = 8, seed: int = 0,
+                   progress: bool = False) -> Fit:
+    """Maximise the ELBO with Adam on minibatches: :class:`SparseTProcessTrainer` in one call.
+
+    Args:
+        model: the classifier (trained in place, left in eval mode).
         X: ``[N, d]`` inputs; y: ``[N]`` labels.
         num_steps: optimiser steps.
         batch_size: minibatch size (default: the full data).
@@ -207,29 +297,11 @@ def fit_classifier(model: SparseTProcessClassifier, X: Tensor, y: Tensor, num_st
         num_samples: Monte Carlo samples per point in each ELBO estimate.
         seed: seeds minibatch order and the Monte Carlo noise.
         progress: show a tqdm bar.
+
+    Returns:
+        The :class:`~inference.training.fit.Fit`: ``fit.history["elbo"]`` ``[num_steps]`` is the
+        ELBO per data point at each step (what ``fit_classifier(...)["elbo"]`` was, as a tensor),
+        ``fit.history["loss"]`` its negative.
     """
-    model._check_X(X)
-    model._check_y(X, y)
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
-    N = X.shape[0]
-    batch_size = N if batch_size is None else min(int(batch_size), N)
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=positive_float(lr, "lr"))
-    gen = torch.Generator().manual_seed(seed)
-    trace: list[float] = []
-    model.train()
-    with torch.random.fork_rng(devices=[X.device] if X.device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        perm, pos = torch.randperm(N, generator=gen), 0
-        for _ in tqdm(range(num_steps), disable=not progress, desc="fit classifier"):
-            if pos + batch_size > N:
-                perm, pos = torch.randperm(N, generator=gen), 0
-            idx = perm[pos: pos + batch_size].to(X.device)
-            pos += batch_size
-            opt.zero_grad()
-            loss = -model.elbo(X[idx], y[idx], num_data=N, num_samples=num_samples) / N
-            loss.backward()
-            opt.step()
-            trace.append(-loss.item())
-    model.eval()
-    return {"elbo": trace}
+    trainer = SparseTProcessTrainer(num_steps, num_samples=num_samples, lr=lr, batch_size=batch_size, seed=seed)
+    return trainer.fit(model, (X, y), progress=progress)

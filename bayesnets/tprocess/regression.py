@@ -15,7 +15,8 @@ with ``σ²`` the last layer's variance. Three priors on ``σ²`` give three mod
 
 The solve runs in float64 by default (``dtype``) with a Cholesky factor that escalates jitter
 (with a warning naming it) when ``K + ε I`` is numerically singular. Hyperparameters (kernel
-variances, ``α``, ``β``, ``ε``, ...) are fitted by :func:`fit_marginal_likelihood`.
+variances, ``α``, ``β``, ``ε``, ...) are fitted by ML-II, :class:`MarginalLikelihoodTrainer` (or its
+thin wrapper :func:`fit_marginal_likelihood`), which returns a :class:`MarginalLikelihoodFit`.
 
 Every model is a ``botorch.models.model.Model``: :meth:`ScaleMixtureRegression.posterior`
 returns a :class:`~bayesnets.tprocess.posterior.ScaleMixturePosterior` (a multivariate t for the
@@ -30,8 +31,12 @@ over ``α`` drifts towards ``α → ∞`` (the NNGP). Heavy tails come from hold
 
 from __future__ import annotations
 
+import contextlib
 import math
+import time
 import warnings
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -43,11 +48,16 @@ from gpytorch.constraints import GreaterThan
 from gpytorch.distributions import MultivariateNormal
 from gpytorch.kernels import Kernel
 from linear_operator import to_linear_operator
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from bayesnets.tprocess.posterior import ScaleMixturePosterior
-from inference.checks import positive_float
+from inference.checks import check_choice, positive_float
+from inference.seeding import seeded
+from inference.training.checkpoint import read_checkpoint
+from inference.training.fit import Fit
+from inference.training.loop import LoopResult, optimize
+from inference.training.trainer import Trainer
 from priors.kernels import NNGPKernel
 from priors.processes import (
     BurrXIIScale,
@@ -62,6 +72,8 @@ from priors.processes import (
 
 __all__ = [
     "BurrXIIRegression",
+    "MarginalLikelihoodFit",
+    "MarginalLikelihoodTrainer",
     "NNGPRegression",
     "ScaleMixtureRegression",
     "TProcessRegression",
@@ -353,9 +365,228 @@ class BurrXIIRegression(ScaleMixtureRegression):
 
 
 # ====================================================================== fitting
+#: Step size of each ML-II optimiser when none is given.
+DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.05}
+
+#: L-BFGS settings of the ML-II fit: a strong-Wolfe line search (its step is safe on the
+#: evidence's curved landscape) and tolerances tight enough for a handful of hyperparameters.
+LBFGS_OPTIONS = {"line_search_fn": "strong_wolfe", "tolerance_grad": 1e-7, "tolerance_change": 1e-10}
+
+#: The keys of the dict :func:`fit_marginal_likelihood` returned before it returned a fit.
+_OLD_KEYS = ("loss", "jitter_warnings", "stopped_early")
+
+
+class _Unusable(Exception):
+    """The objective cannot be evaluated at this point: the fit stops there and keeps its best."""
+
+
+class _Best(nn.Module):
+    """The best point seen (loss and parameter values) as buffers, so that a checkpoint carries
+    it and a resumed fit keeps the best of the whole run, not of its second part."""
+
+    def __init__(self, params: list[nn.Parameter]) -> None:
+        super().__init__()
+        self.register_buffer("loss", torch.tensor(math.inf, dtype=torch.float64))
+        for i, p in enumerate(params):
+            self.register_buffer(f"value{i}", p.detach().clone())
+
+    def offer(self, loss: float, params: list[nn.Parameter]) -> None:
+        if loss < float(self.loss):
+            self.loss.fill_(loss)
+            for i, p in enumerate(params):
+                getattr(self, f"value{i}").copy_(p.detach())
+
+    @torch.no_grad()
+    def restore(self, params: list[nn.Parameter]) -> None:
+        for i, p in enumerate(params):
+            p.copy_(getattr(self, f"value{i}"))
+
+
+@dataclass
+class MarginalLikelihoodFit(Fit):
+    """What :class:`MarginalLikelihoodTrainer` returns.
+
+    Attributes:
+        module: the fitted :class:`ScaleMixtureRegression` (in eval mode, at the best point seen).
+        history: ``"loss"``: the negative log marginal likelihood per training point at every
+            evaluation of the objective, in order (``[num_steps + 1]`` for Adam: each step's
+            start point and the last point; up to ``1.25 num_steps`` for L-BFGS, whose line
+            searches evaluate it several times per iteration).
+        attrs: the trainer's record plus ``jitter_warnings`` (Cholesky factors that needed
+            jitter), ``stopped_early`` (the fit hit an unusable point), ``stop_reason`` (why, or
+            ``None``), ``best_loss`` and ``evaluations``.
+
+    Indexing it as the dict ``fit_marginal_likelihood`` used to return (``fit["loss"]``,
+    ``fit["jitter_warnings"]``, ``fit["stopped_early"]``) still works for one release, with a
+    ``DeprecationWarning``.
+    """
+
+    @property
+    def jitter_warnings(self) -> int:
+        """How many Cholesky factors during the fit needed jitter."""
+        return int(self.attrs["jitter_warnings"])
+
+    @property
+    def stopped_early(self) -> bool:
+        """Whether the fit stopped at an unusable point (and kept the best one before it)."""
+        return bool(self.attrs["stopped_early"])
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in _OLD_KEYS:
+            raise KeyError(key)
+        new = 'fit.history["loss"]' if key == "loss" else f"fit.attrs[{key!r}]"
+        warnings.warn(f"fit_marginal_likelihood returns a MarginalLikelihoodFit: fit[{key!r}] is deprecated, use "
+                      f"{new} (dict access goes in the next release)", DeprecationWarning, stacklevel=2)
+        return self.history["loss"].tolist() if key == "loss" else self.attrs[key]
+
+
+class MarginalLikelihoodTrainer(Trainer):
+    """ML-II: maximise ``log p(train_Y)`` over every parameter of a regression model with ``requires_grad``.
+
+    Lee, Yun, Yang & Lee, arXiv 2107.01408 (P12): the hyperparameters of a scale mixture of
+    NNGPs (kernel variances, ``β``, the noise ``ε``, ...) by the evidence of the training data,
+    which the model holds (``fit(model)``, no ``data``). The objective is ``-log p(y) / n``.
+
+    The best parameters seen are kept: if the objective reaches a point where ``K + ε I`` cannot
+    be factorised or its value is not finite, the fit stops there with a warning naming the fix
+    and the best point so far is restored. Jitter warnings raised while line searches explore
+    are collected into one summary warning, and counted.
+
+    Two optimisers: ``"lbfgs"`` (default), one L-BFGS call of up to ``num_steps`` iterations,
+    each with a strong-Wolfe line search (:data:`LBFGS_OPTIONS`), run as one step of the shared
+    loop (:func:`inference.training.loop.optimize`); or ``"adam"``, ``num_steps`` steps of the
+    loop (with its schedule, clipping and checkpoints; the best point travels in the checkpoint).
+
+    Args:
+        num_steps: L-BFGS iterations or Adam steps.
+        optimizer: ``"lbfgs"`` or ``"adam"``.
+        lr: step size (default 1.0 for L-BFGS, 0.05 for Adam).
+        seed: the fit draws nothing at random; a seed only runs it under
+            :func:`~inference.seeding.seeded` (for models that do draw).
+        Other arguments as for :class:`~inference.training.trainer.Trainer`; with L-BFGS
+        (one long call with its own line search) ``schedule``, ``clip``, ``amp``,
+        ``weight_decay`` and checkpoints are not available, and ``batch_size`` never is (the
+        evidence needs every training point).
+
+    Example:
+        >>> fit = MarginalLikelihoodTrainer(num_steps=50).fit(TProcessRegression(train_X, train_Y))
+        >>> fit.history["loss"], fit.attrs["jitter_warnings"], fit.stopped_early
+    """
+
+    def __init__(self, num_steps: int = 100, *, optimizer: str = "lbfgs", lr: float | None = None,
+                 **loop: Any) -> None:
+        check_choice(optimizer, "optimizer", tuple(DEFAULT_LR))
+        super().__init__(num_steps, optimizer=optimizer, lr=DEFAULT_LR[optimizer] if lr is None else lr, **loop)
+        if self.batch_size is not None:
+            raise ValueError(f"batch_size must be None: the marginal likelihood needs all the training data, got "
+                             f"{self.batch_size}")
+        if optimizer == "lbfgs":
+            refused = [name for name, value in (("schedule", self.schedule), ("clip", self.clip), ("amp", self.amp),
+                                                ("weight_decay", self.weight_decay),
+                                                ("checkpoint_path", self.checkpoint_path)) if value]
+            if refused:
+                raise ValueError(f"{', '.join(refused)}: not available with optimizer='lbfgs' (one L-BFGS call with "
+                                 "its own line search); use optimizer='adam'")
+
+    def fit(self, model: ScaleMixtureRegression, data: None = None, progress: bool = True) -> MarginalLikelihoodFit:
+        """Fit ``model``'s hyperparameters in place; it is left in eval mode at the best point seen.
+
+        Args:
+            model: any :class:`ScaleMixtureRegression` (it holds ``train_X`` ``[n, d]`` and
+                ``train_Y`` ``[n, 1]``).
+            data: must be ``None``: the data are the model's.
+            progress: show a tqdm bar (L-BFGS: one tick per evaluation).
+
+        Returns:
+            A :class:`MarginalLikelihoodFit`.
+
+        Raises:
+            TypeError: not a :class:`ScaleMixtureRegression`, or ``data`` given.
+            ValueError: no parameter has ``requires_grad``; a checkpoint written with other settings.
+        """
+        if not isinstance(model, ScaleMixtureRegression):
+            raise TypeError(f"model must be a ScaleMixtureRegression, got {type(model).__name__}")
+        if data is not None:
+            raise TypeError("data must be None: the model holds its training data (train_X, train_Y)")
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("the model has no parameter with requires_grad=True to fit")
+        n = model.train_Y.shape[0]
+        lbfgs = self.optimizer == "lbfgs"
+        desc = f"fit {type(model).__name__}"
+        best = _Best(params)
+        restored: list[float] = []  # a resumed Adam fit's evaluations before the checkpoint
+        checkpoint = self.checkpoint_path
+        if checkpoint is not None and self.resume and Path(checkpoint).exists():
+            restored = read_checkpoint(checkpoint)[0]["history.loss"].tolist()
+        trace: list[float] = []
+        bar = tqdm(total=self.num_steps, disable=not progress or not lbfgs, desc=desc)
+
+        def objective() -> Tensor:
+            try:
+                loss = -model.log_marginal_likelihood() / n
+            except ValueError as err:  # K + εI cannot be factorised
+                raise _Unusable(str(err)) from err
+            if not bool(torch.isfinite(loss)):
+                raise _Unusable(f"the log marginal likelihood is not finite ({loss.item()})")
+            trace.append(loss.item())
+            best.offer(trace[-1], params)
+            if lbfgs:  # the loop sees one step; report the evaluations
+                bar.update(1)
+                bar.set_postfix(nlml=trace[-1])
+                if self._callback is not None:
+                    self._callback(len(trace), {"loss": trace[-1]})
+            return loss
+
+        result: LoopResult | None = None
+        stopped: str | None = None
+        t0 = time.perf_counter()
+        model.train()
+        # Nothing here draws at random, so without a seed the caller's streams are not touched at all.
+        streams = seeded(self.seed, model.train_X) if self.seed is not None else contextlib.nullcontext()
+        with warnings.catch_warnings(record=True) as caught, streams:
+            warnings.simplefilter("always", RuntimeWarning)
+            try:
+                if lbfgs:
+                    # One loop step is one optimizer.step(closure): the whole L-BFGS run.
+                    result = optimize(model, objective, 1, params=params, optimizer="lbfgs", lr=self.lr,
+                                      optimizer_options={**LBFGS_OPTIONS, "max_iter": self.num_steps},
+                                      progress=False, desc=desc)
+                else:
+                    result = self._optimize({"model": model, "best": best}, objective, params=params,
+                                            progress=progress, desc=desc)
+                    objective()  # the last step's point, so that the best has seen it
+            except _Unusable as err:
+                stopped = str(err)
+            finally:
+                bar.close()
+        best.restore(params)
+        jitter_warnings = sum("jitter" in str(w.message) for w in caught)
+        for w in caught:
+            if "jitter" not in str(w.message):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        model.eval()
+        if stopped is not None:
+            warnings.warn(f"the fit stopped early at an unusable point ({stopped}); kept the best parameters seen "
+                          f"(loss {float(best.loss):.4g}). Try a smaller lr or a larger noise.", RuntimeWarning,
+                          stacklevel=2)
+        if jitter_warnings:
+            final = model.condition().jitter
+            warnings.warn(f"{jitter_warnings} Cholesky factors during the fit needed jitter (the fitted model needs "
+                          f"{final:.1e} x mean(diag)); consider a larger noise floor or float64",
+                          RuntimeWarning, stacklevel=2)
+        history = restored + trace
+        if result is None:  # stopped early: the loop did not get to report
+            result = LoopResult({}, time.perf_counter() - t0, len(restored), 0)
+        attrs = self._record(result, self.seed, jitter_warnings=jitter_warnings, stopped_early=stopped is not None,
+                             stop_reason=stopped, best_loss=float(best.loss), evaluations=len(history))
+        return MarginalLikelihoodFit(model, {"loss": torch.tensor(history, dtype=torch.float64)}, attrs)
+
+
 def fit_marginal_likelihood(model: ScaleMixtureRegression, num_steps: int = 100, optimizer: str = "lbfgs",
-                            lr: float | None = None, progress: bool = False) -> dict[str, Any]:
-    """Maximise ``log p(train_Y)`` over every parameter of ``model`` with ``requires_grad``.
+                            lr: float | None = None, progress: bool = False) -> MarginalLikelihoodFit:
+    """Maximise ``log p(train_Y)`` over every parameter of ``model`` with ``requires_grad``:
+    :class:`MarginalLikelihoodTrainer` in one call.
 
     The best parameters seen are kept: if a step reaches a point where ``K + ε I`` cannot be
     factorised or the objective is not finite, the fit stops there with a warning and the best
@@ -369,76 +600,13 @@ def fit_marginal_likelihood(model: ScaleMixtureRegression, num_steps: int = 100,
         progress: show a tqdm bar.
 
     Returns:
-        ``{"loss": [...], "jitter_warnings": int, "stopped_early": bool}`` — the per-point negative
-        log marginal likelihood after each evaluation, how many Cholesky factors needed jitter, and
-        whether the fit hit an unusable point. The model is left in eval mode.
+        A :class:`MarginalLikelihoodFit`: ``history["loss"]`` the per-point negative log marginal
+        likelihood after each evaluation, ``attrs["jitter_warnings"]`` how many Cholesky factors
+        needed jitter, ``attrs["stopped_early"]`` whether the fit hit an unusable point (it was
+        the dict ``{"loss", "jitter_warnings", "stopped_early"}``, which ``fit[key]`` still
+        reads for one release). The model is left in eval mode.
     """
-    if optimizer not in ("lbfgs", "adam"):
-        raise ValueError(f"optimizer must be 'lbfgs' or 'adam', got {optimizer!r}")
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("the model has no parameter with requires_grad=True to fit")
-    n = model.train_Y.shape[0]
-    trace: list[float] = []
-    best = {"loss": math.inf, "values": [p.detach().clone() for p in params]}
-    stopped: str | None = None
-    model.train()
-    bar = tqdm(total=num_steps, disable=not progress, desc=f"fit {type(model).__name__}")
-
-    def objective() -> Tensor:
-        loss = -model.log_marginal_likelihood() / n  # ValueError when K + εI cannot be factorised
-        if not bool(torch.isfinite(loss)):
-            raise ValueError(f"the log marginal likelihood is not finite ({loss.item()})")
-        trace.append(loss.item())
-        if trace[-1] < best["loss"]:
-            best["loss"], best["values"] = trace[-1], [p.detach().clone() for p in params]
-        bar.update(1)
-        bar.set_postfix(nlml=trace[-1])
-        return loss
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", RuntimeWarning)
-        try:
-            if optimizer == "lbfgs":
-                opt = torch.optim.LBFGS(params, lr=1.0 if lr is None else lr, max_iter=num_steps,
-                                        line_search_fn="strong_wolfe", tolerance_grad=1e-7, tolerance_change=1e-10)
-
-                def closure() -> Tensor:
-                    opt.zero_grad()
-                    loss = objective()
-                    loss.backward()
-                    return loss
-
-                opt.step(closure)
-            else:
-                opt = torch.optim.Adam(params, lr=0.05 if lr is None else lr)
-                for _ in range(num_steps):
-                    opt.zero_grad()
-                    objective().backward()
-                    opt.step()
-                objective()  # the last step's point, so that `best` has seen it
-        except ValueError as err:
-            stopped = str(err)
-    bar.close()
-    with torch.no_grad():
-        for p, v in zip(params, best["values"], strict=True):
-            p.copy_(v)
-    jitter_warnings = sum("jitter" in str(w.message) for w in caught)
-    for w in caught:
-        if "jitter" not in str(w.message):
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    model.eval()
-    if stopped is not None:
-        warnings.warn(f"the fit stopped early at an unusable point ({stopped}); kept the best parameters seen "
-                      f"(loss {best['loss']:.4g}). Try a smaller lr or a larger noise.", RuntimeWarning, stacklevel=2)
-    if jitter_warnings:
-        final = model.condition().jitter
-        warnings.warn(f"{jitter_warnings} Cholesky factors during the fit needed jitter (the fitted model needs "
-                      f"{final:.1e} x mean(diag)); consider a larger noise floor or float64",
-                      RuntimeWarning, stacklevel=2)
-    return {"loss": trace, "jitter_warnings": jitter_warnings, "stopped_early": stopped is not None}
+    return MarginalLikelihoodTrainer(num_steps, optimizer=optimizer, lr=lr).fit(model, progress=progress)
 
 
 # ====================================================================== data

@@ -14,8 +14,9 @@ from torch import nn
 from bayesnets import BayesianNet, Gaussian
 from inference import diagnostics
 from inference.sgmcmc import SGHMC
+from inference.training import Fit
 from priors import HierarchicalGaussian, LayerwiseGaussian
-from priors.functional import GPTarget, MeasurementSet, match_prior, plot_prior_functions
+from priors.functional import GPTarget, MatchResult, MeasurementSet, PriorMatcher, match_prior, plot_prior_functions
 from tests.scenarios import z_critical
 
 #: The target of the matching tests: an RBF GP with unit lengthscale and variance on [-2, 2].
@@ -156,6 +157,49 @@ def test_measurement_set(tkwargs):
         MeasurementSet(train_x, real_fraction=1.5)
 
 
+def test_match_prior_is_the_prior_matcher(tkwargs):
+    kernel, points = _rbf(**tkwargs), _measurement_set(**tkwargs)
+    a = BayesianNet(_mlp(**tkwargs), LayerwiseGaussian(3.0), Gaussian(0.1))
+    b = BayesianNet(_mlp(**tkwargs), LayerwiseGaussian(3.0), Gaussian(0.1))
+    old = match_prior(a, None, kernel, points, estimator="sliced", num_steps=4, num_functions=16, num_projections=16,
+                      seed=5, progress=False)
+    new = PriorMatcher(4, estimator="sliced", num_functions=16, num_projections=16, seed=5).fit(
+        b, (kernel, points), progress=False)
+    assert isinstance(old, MatchResult) and isinstance(old, Fit) and old.module is a.prior
+    assert torch.equal(old.distance, new.history["distance"]) and torch.equal(old.history["loss"], old.distance)
+    assert torch.equal(a.prior.log_scales, b.prior.log_scales)
+    assert old.estimator == "sliced" and old.seconds > 0 and old.attrs["trainer"] == "PriorMatcher"
+    assert torch.equal(old.initial_state["log_scales"], torch.full((4,), math.log(3.0)))
+
+
+def _sometimes_nan(calls: list[int], bad: set[int], **tkwargs):
+    """A GP sampler by hand whose draws are NaN at the calls numbered in ``bad``."""
+
+    def target(x: torch.Tensor, num: int) -> torch.Tensor:
+        calls.append(len(calls) + 1)
+        k = torch.exp(-0.5 * (x - x.T) ** 2) + 1e-6 * torch.eye(x.shape[0], **tkwargs)
+        f = torch.randn(num, x.shape[0], **tkwargs) @ torch.linalg.cholesky(k).T
+        return f * math.nan if len(calls) in bad else f
+
+    return target
+
+
+def test_non_finite_steps_are_skipped_then_stop_the_matching(tkwargs):
+    model = BayesianNet(_mlp(**tkwargs), LayerwiseGaussian(2.0), Gaussian(0.1))
+    calls: list[int] = []
+    with pytest.warns(RuntimeWarning, match="skipped 1 of 12 steps"):
+        result = match_prior(model, None, _sometimes_nan(calls, {3}, **tkwargs), _measurement_set(**tkwargs),
+                             estimator="sliced", num_steps=12, num_functions=16, num_projections=16, seed=1,
+                             progress=False)
+    assert result.distance.isnan().tolist() == [i == 2 for i in range(12)]  # the third step, at most 10%
+    assert result.attrs["skipped_steps"] == 1 and not model.prior.log_scales.requires_grad
+    calls.clear()
+    with pytest.raises(FloatingPointError, match=r"lower lr.*at most 10% may be skipped.*float64 measurement set"):
+        match_prior(model, None, _sometimes_nan(calls, {2, 3}, **tkwargs), _measurement_set(**tkwargs),
+                    estimator="sliced", num_steps=12, num_functions=16, num_projections=16, seed=1, progress=False)
+    assert not model.prior.log_scales.requires_grad  # restored on the way out, too
+
+
 # ================================================================= bad input
 class _NegatedRBF(Kernel):
     """``-k_RBF``: symmetric but negative definite, not a covariance function."""
@@ -182,6 +226,10 @@ def test_bad_input(tkwargs):
         GPTarget(_NegatedRBF()).sample(torch.randn(5, 1, **tkwargs), 3)
     with pytest.raises(ValueError, match="estimator"):
         match_prior(model, None, kernel, good, estimator="w3", progress=False)
+    with pytest.raises(ValueError, match="num_functions must be"):
+        match_prior(model, None, kernel, good, num_functions=1, progress=False)
+    with pytest.raises(TypeError, match=r"data must be \(target, measurement_set\)"):
+        PriorMatcher(2).fit(model, good)
     with pytest.raises(ValueError, match="model's own prior"):
         match_prior(model, LayerwiseGaussian(1.0), kernel, good, progress=False)
     with pytest.raises(TypeError, match="target"):
@@ -226,17 +274,17 @@ def test_sgmcmc_gibbs_hook_overwrites_sites(tkwargs):
         calls.append(params["weight"].shape)
         return {"precision.weight": torch.full((params["weight"].shape[0],), 7.0, **tkwargs)}
 
-    post = SGHMC(step_size=0.01, num_burnin=0, num_samples=10, num_chains=3, seed=0).fit(
+    post = SGHMC(step_size=0.01, num_warmup=0, num_samples=10, num_chains=3, seed=0).fit(
         model, x, y, progress=False, gibbs=gibbs, gibbs_every=1)
     assert calls == [torch.Size([3, 1, 2])] * 10
     # Draw k is the state after k Gibbs steps: from the second draw on the site is pinned at 7.
     assert torch.allclose(post.samples["precision.weight"][:, 1:], torch.tensor(7.0, **tkwargs))
     assert post.attrs["gibbs_every"] == 1
     with pytest.raises(ValueError, match="unknown sites"):
-        SGHMC(num_burnin=0, num_samples=2, num_chains=1).fit(model, x, y, progress=False,
+        SGHMC(num_warmup=0, num_samples=2, num_chains=1).fit(model, x, y, progress=False,
                                                              gibbs=lambda p: {"nope": p["weight"]})
     with pytest.raises(ValueError, match="gibbs_every"):
-        SGHMC(num_burnin=0, num_samples=2, num_chains=1).fit(model, x, y, progress=False, gibbs=gibbs,
+        SGHMC(num_warmup=0, num_samples=2, num_chains=1).fit(model, x, y, progress=False, gibbs=gibbs,
                                                              gibbs_every=0)
 
 
@@ -248,7 +296,7 @@ def test_sghmc_with_gibbs_keeps_the_prior(tkwargs):
     prior = HierarchicalGaussian(3.0, 2.0)
     model = BayesianNet(net, prior, Gaussian(1e3))
     x, y = torch.randn(4, 2, **tkwargs), torch.zeros(4, **tkwargs)
-    post = SGHMC(step_size=0.05, friction=5.0, num_burnin=100, num_samples=300, thinning=2, num_chains=8,
+    post = SGHMC(step_size=0.05, friction=5.0, num_warmup=100, num_samples=300, thinning=2, num_chains=8,
                  seed=1).fit(model, x, y, progress=False, gibbs=prior.gibbs_update, gibbs_every=1)
     draws = {k: v for k, v in post.samples.items() if k.startswith("precision.")}
     se = diagnostics.mcse(draws)

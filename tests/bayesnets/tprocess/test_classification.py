@@ -8,7 +8,12 @@ from scenarios import z_critical
 from sklearn.datasets import load_iris
 from torch.distributions import MultivariateNormal
 
-from bayesnets.tprocess.classification import SparseTProcessClassifier, fit_classifier, inducing_points_by_class
+from bayesnets.tprocess.classification import (
+    SparseTProcessClassifier,
+    SparseTProcessTrainer,
+    fit_classifier,
+    inducing_points_by_class,
+)
 from priors.kernels import NNGPKernel
 from priors.processes import InverseGamma
 
@@ -71,8 +76,10 @@ def test_initial_q_equals_the_prior(tkwargs: dict) -> None:
 def test_training_on_iris(alpha: float | None, tkwargs: dict) -> None:
     X, y = _iris(tkwargs)
     model = SparseTProcessClassifier(inducing_points_by_class(X, y, 12), 3, alpha=alpha, beta=alpha)
-    info = fit_classifier(model, X, y, num_steps=150, lr=0.03, batch_size=64)
-    assert sum(info["elbo"][-10:]) / 10 > sum(info["elbo"][:10]) / 10 + 0.3
+    fit = fit_classifier(model, X, y, num_steps=150, lr=0.03, batch_size=64)
+    elbo = fit.history["elbo"]
+    assert fit.module is model and torch.equal(fit.history["loss"], -elbo)
+    assert elbo[-10:].mean() > elbo[:10].mean() + 0.3
     probs = model.predict_proba(X)
     torch.testing.assert_close(probs.sum(-1), torch.ones(150, **tkwargs))
     # iris is easy: a linear model gets ~0.97; 0.9 leaves room for 150 noisy Adam steps
@@ -100,3 +107,23 @@ def test_bad_input_raises(tkwargs: dict) -> None:
         model.predict_proba(X[:, :3])
     with pytest.raises(ValueError, match="num_steps"):
         fit_classifier(model, X, y, num_steps=0)
+    with pytest.raises(ValueError, match=r"X must be a \[B, d\] tensor with d = 4"):
+        fit_classifier(model, X[:, :3], y)
+    with pytest.raises(TypeError, match=r"data must be \(X, y\)"):
+        SparseTProcessTrainer(num_steps=2).fit(model, X)
+
+
+def test_trainer_is_fit_classifier(tkwargs: dict) -> None:
+    """The wrapper is the trainer: same seed, same numbers; a batch of all rows is reshuffled every step."""
+    X, y = _iris(tkwargs)
+    runs = []
+    for batch_size in (None, 150, 200):  # all rows, however asked for
+        model = SparseTProcessClassifier(inducing_points_by_class(X, y, 6), 3)
+        runs.append((model, fit_classifier(model, X, y, num_steps=5, batch_size=batch_size, seed=4)))
+    model = SparseTProcessClassifier(inducing_points_by_class(X, y, 6), 3)
+    fit = SparseTProcessTrainer(num_steps=5, seed=4).fit(model, (X, y), progress=False)
+    for other, run in runs:
+        assert torch.equal(run.history["elbo"], fit.history["elbo"])
+        assert all(torch.equal(a, b) for a, b in zip(other.state_dict().values(), model.state_dict().values()))
+    assert fit.attrs["trainer"] == "SparseTProcessTrainer" and fit.attrs["num_data"] == 150
+    assert not model.training

@@ -15,6 +15,8 @@ from bayesnets.tprocess.posterior import ScaleMixturePosterior
 from bayesnets.tprocess.regression import (
     MIN_NOISE,
     BurrXIIRegression,
+    MarginalLikelihoodFit,
+    MarginalLikelihoodTrainer,
     NNGPRegression,
     TProcessRegression,
     fit_marginal_likelihood,
@@ -153,9 +155,12 @@ def test_fit_increases_evidence_and_respects_fixed_alpha(tkwargs: dict) -> None:
     X, Y = _data(tkwargs, n=30)
     model = TProcessRegression(X, Y, alpha=2.0, beta=2.0, noise=0.5)
     before = model.log_marginal_likelihood().item()
-    info = fit_marginal_likelihood(model, num_steps=40)
+    fit = fit_marginal_likelihood(model, num_steps=40)
     after = model.log_marginal_likelihood().item()
-    assert after > before + 1.0 and min(info["loss"]) == pytest.approx(-after / 30, rel=1e-6)
+    assert isinstance(fit, MarginalLikelihoodFit) and fit.module is model
+    assert after > before + 1.0 and fit.history["loss"].min().item() == pytest.approx(-after / 30, rel=1e-6)
+    assert fit.attrs["best_loss"] == fit.history["loss"].min().item()
+    assert fit.attrs["evaluations"] == len(fit.history["loss"]) and not fit.stopped_early
     assert model.alpha.item() == pytest.approx(2.0) and model.beta.item() != pytest.approx(2.0)
     assert not model.training
 
@@ -174,10 +179,101 @@ def test_fit_stops_at_an_unusable_point_and_keeps_the_best(tkwargs: dict) -> Non
 
     model = Failing(X, Y, noise=0.5)
     with pytest.warns(RuntimeWarning, match="stopped early"):
-        info = fit_marginal_likelihood(model, num_steps=50, optimizer="adam", lr=0.1)
-    assert info["stopped_early"] and len(info["loss"]) == 6
+        fit = fit_marginal_likelihood(model, num_steps=50, optimizer="adam", lr=0.1)
+    assert fit.stopped_early and fit.history["loss"].shape == (6,)
+    assert "not positive definite" in fit.attrs["stop_reason"]
     Failing.calls = -1000
-    assert model.log_marginal_likelihood().item() == pytest.approx(-min(info["loss"]) * 20, rel=1e-9)
+    assert model.log_marginal_likelihood().item() == pytest.approx(-fit.history["loss"].min().item() * 20, rel=1e-9)
+
+
+def test_old_dict_access_still_works_with_a_deprecation_warning(tkwargs: dict) -> None:
+    X, Y = _data(tkwargs)
+    fit = fit_marginal_likelihood(NNGPRegression(X, Y, kernel=_kernel(tkwargs)), num_steps=3, optimizer="adam")
+    with pytest.warns(DeprecationWarning, match=r"fit\.history\[\"loss\"\]"):
+        loss = fit["loss"]
+    assert loss == fit.history["loss"].tolist() and len(loss) == 4  # every step's start point, then the last
+    with pytest.warns(DeprecationWarning, match="jitter_warnings"):
+        assert fit["jitter_warnings"] == fit.jitter_warnings == 0
+    with pytest.warns(DeprecationWarning, match="stopped_early"):
+        assert fit["stopped_early"] is fit.stopped_early is False
+    with pytest.raises(KeyError):
+        fit["elbo"]
+
+
+def test_trainer_is_fit_marginal_likelihood(tkwargs: dict) -> None:
+    X, Y = _data(tkwargs)
+    for optimizer in ("lbfgs", "adam"):
+        a, b = (TProcessRegression(X, Y, kernel=_kernel(tkwargs)) for _ in range(2))
+        old = fit_marginal_likelihood(a, num_steps=8, optimizer=optimizer)
+        calls: list[int] = []
+        new = MarginalLikelihoodTrainer(8, optimizer=optimizer, callback=lambda s, m, calls=calls: calls.append(s)).fit(
+            b, progress=False)
+        assert torch.equal(old.history["loss"], new.history["loss"])
+        assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+        # L-BFGS reports every evaluation of its line searches, Adam every step
+        assert calls == list(range(1, len(new.history["loss"]) + (optimizer == "lbfgs")))
+        assert new.attrs["trainer"] == "MarginalLikelihoodTrainer" and new.attrs["optimizer"] == optimizer
+
+
+def _ml2_case():
+    from tests.inference.training import test_trainer_contract as contract
+
+    def model(tkwargs: dict) -> NNGPRegression:
+        return NNGPRegression(*_data(tkwargs), kernel=_kernel(tkwargs))
+
+    trainer = lambda **kw: MarginalLikelihoodTrainer(**{"num_steps": contract.NUM_STEPS, "optimizer": "adam",  # noqa: E731
+                                                        "lr": 0.05, "seed": 3, **kw})
+    return contract, contract.Case(trainer, model, lambda tk: None, fit_class=MarginalLikelihoodFit)
+
+
+def test_trainer_contract(tkwargs: dict, tmp_path, capfd) -> None:
+    """Resume, save/load, silence and settings as for every trainer. Two contract tests do not
+    apply: ML-II draws nothing at random (another seed gives the same fit), and an unusable point
+    (a poisoned parameter, K + εI without a factor) ends the fit early with the best point kept and
+    a warning, where other trainers raise FloatingPointError. Its history holds every evaluation
+    (each Adam step's start point, then the last point): ``num_steps + 1``."""
+    contract, case = _ml2_case()
+    contract.test_resume_after_an_interruption_is_bit_exact(case, tkwargs, tmp_path)
+    contract.test_fit_save_load_round_trip(case, tkwargs, tmp_path)
+    contract.test_progress_false_prints_nothing(case, tkwargs, capfd)
+    contract.test_bad_settings_name_the_argument(case)
+    model, fit = contract._fit(case, tkwargs)
+    assert fit.history["loss"].shape == (contract.NUM_STEPS + 1,) and fit.attrs["seed"] == 3
+    assert fit.attrs["num_steps"] == contract.NUM_STEPS and fit.attrs["seconds"] > 0
+    state = torch.get_rng_state()
+    _, again = contract._fit(case, tkwargs, seed=12345)
+    assert torch.equal(state, torch.get_rng_state()) and torch.equal(fit.history["loss"], again.history["loss"])
+
+    def poison(step: int, metrics: dict) -> None:
+        if step == 1:
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.fill_(math.nan)
+
+    model = case.model(tkwargs)
+    start = [p.detach().clone() for p in model.parameters()]
+    with pytest.warns(RuntimeWarning, match="stopped early.*non-finite entries"):
+        fit = case.trainer(callback=poison).fit(model, progress=False)
+    # step 1 evaluated the start, step 2 found NaN: the start is the best point seen, and is restored
+    assert fit.stopped_early and fit.history["loss"].shape == (1,)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), start))
+
+
+def test_trainer_refuses_what_it_cannot_do(tkwargs: dict, tmp_path) -> None:
+    model = NNGPRegression(*_data(tkwargs), kernel=_kernel(tkwargs))
+    with pytest.raises(ValueError, match="checkpoint_path: not available with optimizer='lbfgs'"):
+        MarginalLikelihoodTrainer(5, checkpoint_path=tmp_path / "c.safetensors")
+    with pytest.raises(ValueError, match="schedule, clip"):
+        MarginalLikelihoodTrainer(5, schedule="cosine", clip=1.0)
+    with pytest.raises(ValueError, match="batch_size must be None"):
+        MarginalLikelihoodTrainer(5, optimizer="adam", batch_size=4)
+    with pytest.raises(TypeError, match="data must be None"):
+        MarginalLikelihoodTrainer(5).fit(model, (model.train_X, model.train_Y))
+    with pytest.raises(TypeError, match="ScaleMixtureRegression"):
+        MarginalLikelihoodTrainer(5).fit(torch.nn.Linear(2, 1))
+    model.requires_grad_(False)
+    with pytest.raises(ValueError, match="no parameter with requires_grad"):
+        fit_marginal_likelihood(model)
 
 
 def test_fitting_alpha_drifts_towards_the_gaussian(tkwargs: dict) -> None:

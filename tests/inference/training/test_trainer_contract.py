@@ -18,7 +18,13 @@ import torch
 from torch import nn
 
 from bayesnets.nn import SpikingMLP
+from bayesnets.pfn import PFN, PFNConfig, PFNFit, PFNTrainer
+from bayesnets.processes import CNP, MPNP, GPTaskSampler, NPTrainer
+from bayesnets.pvrnn import PVRNN, VRNN, PFSMTrajectories, PVRNNFit, PVRNNTrainer, VRNNFit, VRNNTrainer
+from bayesnets.tprocess import SparseTProcessClassifier, SparseTProcessTrainer
 from inference.training import Fit, SLTTTrainer, Trainer
+from priors.functional import MatchResult, MeasurementSet, PriorMatcher
+from priors.tasks import BNNPrior, GPPrior
 
 NUM_STEPS = 6
 
@@ -55,11 +61,90 @@ def _labelled(tkwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.randint(0, 3, (24,), generator=g).to(tkwargs["device"])
 
 
+def _pfn_trainer(**kw: Any) -> PFNTrainer:
+    return PFNTrainer(**{"num_steps": NUM_STEPS, "batch_size": 4, "seq_len": 10, "border_datasets": 16, "seed": 3,
+                         **kw})
+
+
+def _pfn(num_classes: int | None) -> Callable[[dict], PFN]:
+    def make(tkwargs: dict) -> PFN:  # a PFN instance (trained in place), with dropout on
+        torch.manual_seed(0)
+        config = PFNConfig(max_features=2, emsize=16, nlayers=1, nhead=2, nhid=32, num_buckets=20,
+                           num_classes=num_classes, dropout=0.1)
+        return PFN(config).to(tkwargs["device"])
+
+    return make
+
+
+def _seeded_model(make: Callable[[], nn.Module]) -> Callable[[dict], nn.Module]:
+    """``tkwargs -> make()`` initialised from seed 0, in float64 on the test device."""
+
+    def build(tkwargs: dict) -> nn.Module:
+        torch.manual_seed(0)
+        return make().to(**tkwargs)
+
+    return build
+
+
+def _trajectories(tkwargs: dict) -> torch.Tensor:
+    x, _ = PFSMTrajectories().sample(3, 8, generator=torch.Generator().manual_seed(2))
+    return x.to(**tkwargs)
+
+
+def _tprocess_classifier(tkwargs: dict) -> SparseTProcessClassifier:
+    from priors.kernels import NNGPKernel
+
+    x, _ = _labelled(tkwargs)
+    return SparseTProcessClassifier(x[:6].clone(), 3, kernel=NNGPKernel(depth=1).to(**tkwargs))
+
+
+def _bnn_prior(tkwargs: dict) -> nn.Module:
+    from bayesnets import BayesianNet, Gaussian
+    from priors import LayerwiseGaussian
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(1, 8), nn.Tanh(), nn.Linear(8, 1))
+    return BayesianNet(net, LayerwiseGaussian(3.0), Gaussian(0.1)).to(**tkwargs)
+
+
+def _gp_at_measurement_sets(tkwargs: dict) -> tuple[Any, MeasurementSet]:
+    from gpytorch.kernels import RBFKernel
+
+    x = 4 * torch.rand(20, 1, generator=torch.Generator().manual_seed(1), dtype=torch.float64) - 2
+    return RBFKernel().to(**tkwargs), MeasurementSet(x.to(**tkwargs), size=10)
+
+
 CASES: dict[str, Case] = {
+    "np-cnp": Case(lambda **kw: NPTrainer(**{"num_steps": NUM_STEPS, "batch_size": 4, "seed": 3, **kw}),
+                   _seeded_model(lambda: CNP(hidden=8, encoder_depth=2, decoder_depth=2)),
+                   lambda tk: GPTaskSampler(max_points=12)),
+    "np-mpnp": Case(lambda **kw: NPTrainer(**{"num_steps": NUM_STEPS, "batch_size": 4, "seed": 3, **kw}),
+                    _seeded_model(lambda: MPNP(hidden=8, encoder_depth=2, decoder_depth=2, num_pseudo=4,
+                                                 noise_dim=4, num_inducing=4, generator_layers=1, num_heads=2,
+                                                 num_train_samples=2)),
+                    lambda tk: GPTaskSampler(max_points=12)),
+    "pvrnn": Case(lambda **kw: PVRNNTrainer(**{"num_steps": NUM_STEPS, "lr": 1e-2, "weight_decay": 1e-3, "seed": 3,
+                                               **kw}),
+                  _seeded_model(lambda: PVRNN(2, (6, 4), (2, 1), (2.0, 4.0), meta_prior=0.1)), _trajectories,
+                  fit_class=PVRNNFit),
+    "vrnn": Case(lambda **kw: VRNNTrainer(**{"num_steps": NUM_STEPS, "lr": 1e-2, "seed": 3, **kw}),
+                 _seeded_model(lambda: VRNN(2, hidden_size=6, latent_size=2, feature_size=4, kl_weight=0.1)),
+                 _trajectories, fit_class=VRNNFit),
+    "pfn-gp": Case(_pfn_trainer, _pfn(None), lambda tk: GPPrior(max_features=2).to(tk["device"]),
+                   fit_class=PFNFit, load_kwargs=lambda m: {}),
+    "pfn-classification": Case(_pfn_trainer, _pfn(3),
+                               lambda tk: BNNPrior(max_features=2, num_classes=3).to(tk["device"]),
+                               fit_class=PFNFit, load_kwargs=lambda m: {}),
     "sltt": Case(lambda **kw: SLTTTrainer(**{"num_steps": NUM_STEPS, "batch_size": 8, "lr": 1e-2, "seed": 3, **kw}),
                  _spiking, _labelled),
     "sltt-k": Case(lambda **kw: SLTTTrainer(**{"num_steps": NUM_STEPS, "batch_size": 8, "K": 2, "seed": 3, **kw}),
                    _spiking, _labelled),
+    "tprocess-classifier": Case(lambda **kw: SparseTProcessTrainer(**{"num_steps": NUM_STEPS, "batch_size": 8,
+                                                                       "num_samples": 2, "seed": 3, **kw}),
+                                _tprocess_classifier, _labelled),
+    "prior-matcher": Case(lambda **kw: PriorMatcher(**{"num_steps": NUM_STEPS, "num_functions": 16, "seed": 3, **kw}),
+                          _bnn_prior, _gp_at_measurement_sets, module=lambda m: m.prior, fit_class=MatchResult,
+                          load_kwargs=lambda m: {"module": m.prior}),
 }
 
 
@@ -152,6 +237,8 @@ def test_fit_save_load_round_trip(case: Case, tkwargs: dict, tmp_path: Path) -> 
         a, b = getattr(fit, name), getattr(loaded, name)
         if isinstance(a, nn.Module):
             assert _states_equal(a, b)
+        elif isinstance(a, dict):  # a dict of tensors, e.g. a state_dict
+            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
         else:
             assert torch.equal(torch.as_tensor(a), torch.as_tensor(b))
 
