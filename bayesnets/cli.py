@@ -189,8 +189,9 @@ BO_DEFAULT_PROBLEM = "branin"
 BO_DEFAULT_SURROGATES = ("gp", "ibnn", "hmc")
 BO_DEFAULT_SEEDS = 2
 BO_DEFAULT_ITERATIONS = 8
-#: torch intra-op threads for ``bo``: its tensors are small, and on a busy 2-core machine the default run's
-#: HMC fits took 62 s per iteration with two threads against about 10 s with one.
+#: torch intra-op threads for ``bo``: its tensors are small, so intra-op threads cost more in
+#: synchronisation than they give (one thread was about 6x faster for the HMC fits on 2 cores;
+#: docs/bo.md).
 BO_DEFAULT_THREADS = 1
 
 

@@ -32,8 +32,8 @@ __all__ = ["DKLSurrogate", "FeatureKernel"]
 #: Feature extractor: 2 tanh layers of 32 units (the paper used 128 x 3 with 1000-5000 Adam steps;
 #: a smaller net is fitted by L-BFGS in seconds and overfits less on 10-100 points).
 DKL_WIDTH, DKL_DEPTH = 32, 2
-#: L-BFGS iterations of the joint fit: the network has ~1.5k weights, and running scipy's L-BFGS to
-#: convergence took 66 s on 40 points (2 shared cores) for no better held-out fit.
+#: L-BFGS iterations of the joint fit (~1.5k network weights): a cap, since running scipy's
+#: L-BFGS to convergence cost tens of seconds per fit for no better held-out fit (docs/surrogates.md).
 DKL_MAXITER = 200
 #: At most this many learned features (the kernel's input dimension).
 MAX_FEATURES = 4
