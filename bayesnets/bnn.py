@@ -29,6 +29,7 @@ from torch.distributions import Transform
 from torch.func import functional_call
 
 from bayesnets.likelihoods import Likelihood
+from inference.checks import check_init
 from inference.data import check_data
 from inference.posterior import OBS
 from priors.weights import IIDGaussian, WeightPrior, forward_draws
@@ -285,11 +286,9 @@ class BayesianNet(PyroModule):
                 (unconstrained zeros; noise scales at 1).
         """
         like = self._like(like)
-        if strategy == "zeros":
+        if check_init(strategy, "strategy") == "zeros":
             shapes = self.latent_shapes(like)
             return {n: torch.zeros(s, dtype=like.dtype, device=like.device) for n, s in shapes.items()}
-        if strategy not in ("prior", "module"):
-            raise ValueError(f"strategy must be 'prior', 'module' or 'zeros', got {strategy!r}")
         with torch.no_grad():
             params = self.sample_prior(like)
             if strategy == "module":

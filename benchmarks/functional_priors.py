@@ -26,7 +26,7 @@ budget each prior is matched ONCE per data set (on split 0's training inputs) an
 splits; the paper matches per split.
 
 Inference: ``AdaptiveSGHMC`` (Springenberg et al.'s sampler, as in the paper) with step 1e-2,
-momentum decay 1e-2, batch 32, 4 chains, ``--burnin`` burn-in iterations and ``--samples``
+momentum decay 1e-2, batch 32, 4 chains, ``--warmup`` warm-up (burn-in) iterations and ``--samples``
 draws per chain ``--thinning`` apart (the paper: 2,000 burn-in and 40 draws 2,000 apart, ~80x
 our iterations). Inputs and targets are standardised with training statistics. The noise sd
 is a latent site with prior ``LogNormal(log 0.5, 1)`` in standardised units (the paper fixes the
@@ -162,7 +162,7 @@ def evaluate(d: int, prior: WeightPrior, s: dict[str, Tensor], args: argparse.Na
     dtype = torch.float64 if gibbs else DTYPE
     s = {k: v.to(dtype) for k, v in s.items()}
     model = bnn(d, prior, dtype)
-    engine = AdaptiveSGHMC(step_size=1e-2, momentum_decay=1e-2, num_burnin=args.burnin, num_samples=args.samples,
+    engine = AdaptiveSGHMC(step_size=1e-2, momentum_decay=1e-2, num_warmup=args.warmup, num_samples=args.samples,
                            thinning=args.thinning, num_chains=4, batch_size=32, seed=seed)
     kw = {"gibbs": prior.gibbs_update, "gibbs_every": args.gibbs_every} if gibbs else {}
     post = engine.fit(model, s["x_train"], s["y_train"], progress=False, **kw)
@@ -188,7 +188,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--splits", type=int, default=10)
     parser.add_argument("--steps", type=int, default=200, help="matching steps")
-    parser.add_argument("--burnin", type=int, default=1000)
+    parser.add_argument("--warmup", "--burnin", dest="warmup", type=int, default=1000)
     parser.add_argument("--samples", type=int, default=75, help="draws per chain")
     parser.add_argument("--thinning", type=int, default=20)
     parser.add_argument("--gibbs-every", type=int, default=20)
@@ -196,13 +196,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 splits, 20 matching steps, short chains")
     args = parser.parse_args()
     if args.quick:
-        args.splits, args.steps, args.burnin, args.samples, args.thinning = 2, 20, 200, 10, 10
+        args.splits, args.steps, args.warmup, args.samples, args.thinning = 2, 20, 200, 10, 10
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message=".*torch.jit.script.*")
     start = time.perf_counter()
     print(f"functional priors (P38); torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-          f"{args.threads} thread(s); splits {args.splits}, matching steps {args.steps}, SGHMC burn-in "
-          f"{args.burnin} + {args.samples} x {args.thinning} iterations, 4 chains, batch 32")
+          f"{args.threads} thread(s); splits {args.splits}, matching steps {args.steps}, SGHMC warm-up "
+          f"{args.warmup} + {args.samples} x {args.thinning} iterations, 4 chains, batch 32")
     data = datasets()
     rows: list[tuple[str, str, list[float], list[float]]] = []
     timing: list[tuple[str, float, float, float]] = []

@@ -76,7 +76,7 @@ def make_problem() -> tuple[nn.Module, BayesianNet, Tensor, Tensor]:
 
 def run_ours(model: BayesianNet, x: Tensor, y: Tensor, steps: int, chains: int) -> float:
     """Seconds for ``steps`` SGHMC steps of ``chains`` vectorised chains, end to end."""
-    engine = SGHMC(step_size=STEP_SIZE, friction=FRICTION, num_burnin=0, num_samples=steps // THINNING,
+    engine = SGHMC(step_size=STEP_SIZE, friction=FRICTION, num_warmup=0, num_samples=steps // THINNING,
                    thinning=THINNING, num_chains=chains, batch_size=BATCH, seed=0)
     start = time.perf_counter()
     engine.fit(model, x, y, progress=False)

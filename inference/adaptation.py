@@ -25,7 +25,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from inference.integrators import ValueAndGrad, kinetic_energy, leapfrog, mass_matrix_factor, sample_momentum
+from inference.checks import renamed_kwargs
+from inference.integrators import GradAndValue, kinetic_energy, leapfrog, mass_matrix_factor, sample_momentum
 
 __all__ = [
     "CheesState",
@@ -111,8 +112,9 @@ def dual_averaging_step_size(state: DualAveragingState, final: bool = False) -> 
 MAX_STEP_SIZE_SEARCH = 50
 
 
+@renamed_kwargs(value_and_grad="grad_and_value")
 def find_reasonable_step_size(z: Tensor, log_density: Tensor, grad: Tensor, step_size: Tensor,
-                              inverse_mass_matrix: Tensor, value_and_grad: ValueAndGrad,
+                              inverse_mass_matrix: Tensor, grad_and_value: GradAndValue,
                               generator: torch.Generator | None = None) -> Tensor:
     """Hoffman & Gelman's Algorithm 4, per chain: double or halve each chain's step size
     until one leapfrog step's acceptance probability crosses 1/2.
@@ -121,7 +123,7 @@ def find_reasonable_step_size(z: Tensor, log_density: Tensor, grad: Tensor, step
         z, grad: positions and gradients ``[chains, D]``; ``log_density`` ``[chains]``.
         step_size: starting step sizes ``[chains]``.
         inverse_mass_matrix: ``[chains, D]`` or ``[chains, D, D]``.
-        value_and_grad: the batched log density and gradient.
+        grad_and_value: the batched gradient and log density.
         generator: random stream for the momenta.
 
     Returns:
@@ -134,7 +136,7 @@ def find_reasonable_step_size(z: Tensor, log_density: Tensor, grad: Tensor, step
     done = torch.zeros_like(eps, dtype=torch.bool)
     for _ in range(MAX_STEP_SIZE_SEARCH):
         p = sample_momentum(factor, z, generator)
-        _, p1, _, lp1 = leapfrog(z, p, grad, eps, inverse_mass_matrix, value_and_grad, 1)
+        _, p1, _, lp1 = leapfrog(z, p, grad, eps, inverse_mass_matrix, grad_and_value, 1)
         delta = (log_density - kinetic_energy(p, inverse_mass_matrix)) - (lp1 - kinetic_energy(p1, inverse_mass_matrix))
         log_accept = torch.nan_to_num(-delta, nan=-math.inf)
         if direction is None:

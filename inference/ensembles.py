@@ -27,10 +27,11 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from inference.checks import check_choice, check_float, check_init, check_int, positive_float, renamed_kwargs
 from inference.data import minibatch_indices
-from inference.engine import Engine, base_seed, prepare_data, seeded
+from inference.density import make_potential
+from inference.engine import Engine, base_seed, float_like, prepare_data, seeded
 from inference.posterior import Posterior
-from inference.sgmcmc import make_potential
 
 __all__ = ["OPTIMIZERS", "DeepEnsemble"]
 
@@ -53,8 +54,9 @@ class DeepEnsemble(Engine):
             ``params -> torch.optim.Optimizer`` (e.g. ``functools.partial(torch.optim.Adam,
             lr=1e-3)``); it gets one ``[num_members, D]`` tensor.
         lr: learning rate for a named optimiser.
-        epochs: passes over each member's subset (one step per pass when ``batch_size`` is
-            None: P24 used 1000 full-batch Adam steps).
+        num_epochs: passes over each member's subset (one step per pass when ``batch_size`` is
+            None: P24 used 1000 full-batch Adam steps); ``epochs`` before 0.2, accepted with a
+            ``DeprecationWarning`` until 0.3.
         batch_size: rows per step (``None``: the whole subset); minibatch log-likelihoods are
             rescaled to the subset size.
         objective: ``"map"`` (log joint in unconstrained space: log-likelihood + log prior +
@@ -68,38 +70,25 @@ class DeepEnsemble(Engine):
     learning rates do not depend on the data size).
     """
 
+    @renamed_kwargs(epochs="num_epochs")
     def __init__(self, num_members: int = 10, bootstrap_fraction: float = 0.8,
                  optimizer: str | Callable[[Iterable[Tensor]], torch.optim.Optimizer] = "adam", lr: float = 1e-2,
-                 epochs: int = 1000, batch_size: int | None = None, objective: str = "map", init: str = "prior",
-                 seed: int | None = None) -> None:
-        if int(num_members) < 1:
-            raise ValueError(f"num_members must be >= 1, got {num_members}")
-        if not 0.0 < float(bootstrap_fraction) <= 1.0:
-            raise ValueError(f"bootstrap_fraction must be in (0, 1], got {bootstrap_fraction}")
-        if isinstance(optimizer, str) and optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)} or a callable, got {optimizer!r}")
-        if not callable(optimizer) and not isinstance(optimizer, str):
+                 num_epochs: int = 1000, batch_size: int | None = None, objective: str = "map",
+                 init: str = "prior", seed: int | None = None) -> None:
+        self.num_members = check_int(num_members, "num_members")
+        self.bootstrap_fraction = check_float(bootstrap_fraction, "bootstrap_fraction", 0.0, 1.0, low_open=True)
+        if isinstance(optimizer, str):
+            check_choice(optimizer, "optimizer", OPTIMIZERS)
+        elif not callable(optimizer):
             raise TypeError(f"optimizer must be a name or a callable params -> Optimizer, got "
                             f"{type(optimizer).__name__}")
-        if not float(lr) > 0:
-            raise ValueError(f"lr must be positive, got {lr}")
-        if int(epochs) < 1:
-            raise ValueError(f"epochs must be >= 1, got {epochs}")
-        if batch_size is not None and int(batch_size) < 1:
-            raise ValueError(f"batch_size must be a positive int or None, got {batch_size}")
-        if objective not in ("map", "ml"):
-            raise ValueError(f"objective must be 'map' or 'ml', got {objective!r}")
-        if init not in ("prior", "module", "zeros"):
-            raise ValueError(f"init must be 'prior', 'module' or 'zeros', got {init!r}")
-        self.num_members = int(num_members)
-        self.bootstrap_fraction = float(bootstrap_fraction)
         self.optimizer = optimizer if isinstance(optimizer, str) else getattr(optimizer, "__name__", "custom")
         self._optimizer = optimizer
-        self.lr = float(lr)
-        self.epochs = int(epochs)
-        self.batch_size = None if batch_size is None else int(batch_size)
-        self.objective = objective
-        self.init = init
+        self.lr = positive_float(lr, "lr")
+        self.num_epochs = check_int(num_epochs, "num_epochs")
+        self.batch_size = None if batch_size is None else check_int(batch_size, "batch_size")
+        self.objective = check_choice(objective, "objective", ("map", "ml"))
+        self.init = check_init(init)
         self.seed = seed
 
     def _make_optimizer(self, z: Tensor) -> torch.optim.Optimizer:
@@ -126,7 +115,7 @@ class DeepEnsemble(Engine):
         Returns:
             Posterior with draws ``[1, num_members, ...]``; ``stats["lp"]`` ``[1, num_members]``
             (each member's final objective on its subset), ``stats["loss"]``
-            ``[1, num_members, epochs]`` (the per-row loss after each epoch) and
+            ``[1, num_members, num_epochs]`` (the per-row loss after each epoch) and
             ``stats["subsets"]`` ``[1, num_members, n_subset]`` (the rows each member saw).
         """
         if not isinstance(x, Tensor):
@@ -139,7 +128,7 @@ class DeepEnsemble(Engine):
         if b > n_sub:
             raise ValueError(f"batch_size ({b}) must not exceed each member's subset size "
                              f"({n_sub} = {self.bootstrap_fraction} of N={n})")
-        like = x if x.is_floating_point() else torch.zeros((), dtype=torch.get_default_dtype(), device=x.device)
+        like = float_like(x)
         seed = base_seed(self.seed)
         m = self.num_members
         start = time.perf_counter()
@@ -147,15 +136,16 @@ class DeepEnsemble(Engine):
             subsets = torch.rand(m, n, device=x.device).argsort(dim=1)[:, :n_sub]
             xs = x[subsets]
             ys = y[subsets] if y is not None else None
+            # 0.1's numerics (same members): vmapped forward, one backward pass, no MLP form.
             potential = make_potential(model, xs[0, :b], ys[0, :b] if ys is not None else None, n_sub,
-                                       likelihood_only=self.objective == "ml")
+                                       likelihood_only=self.objective == "ml", mlp=False)
             z = potential.init(m, self.init, like).clone().requires_grad_(True)
             opt = self._make_optimizer(z)
-            loss = torch.empty(m, self.epochs, dtype=z.dtype, device=z.device)
+            loss = torch.empty(m, self.num_epochs, dtype=z.dtype, device=z.device)
             per_epoch = n_sub // b
             batches = minibatch_indices(n_sub, b, m, x.device) if b < n_sub else None
             rows = torch.arange(m, device=x.device).unsqueeze(-1)
-            bar = tqdm(range(self.epochs), desc="DeepEnsemble", disable=not progress, leave=False)
+            bar = tqdm(range(self.num_epochs), desc="DeepEnsemble", disable=not progress, leave=False)
             for epoch in bar:
                 total = torch.zeros(m, dtype=z.dtype, device=z.device)
                 for _ in range(per_epoch):

@@ -49,12 +49,13 @@ from inference.adaptation import (
     welford_init,
     welford_update,
 )
+from inference.checks import check_float, check_int, positive_float, renamed_kwargs
+from inference.density import FlatView, Potential, autograd_grad_and_value, make_potential
 from inference.diagnostics import divergence_message
-from inference.engine import Engine, base_seed, has_fast_density, prepare_data, seeded
-from inference.flat import FlatView, autograd_value_and_grad, batched_potential, mlp_potential
+from inference.engine import Engine, base_seed, chain_settings, float_like, has_fast_density, prepare_data, seeded
 from inference.integrators import (
+    GradAndValue,
     StepFn,
-    ValueAndGrad,
     kinetic_energy,
     leapfrog,
     leapfrog_step,
@@ -67,18 +68,8 @@ from inference.posterior import OBS, Posterior
 __all__ = ["HMC", "NUTS", "BatchedHMC", "HMCRun", "ascend", "compile_leapfrog_step", "run_batched_hmc"]
 
 
-def _check_common(num_warmup: int, num_samples: int, num_chains: int, target_accept: float, init: str) -> None:
-    """The settings every MCMC engine here shares, checked the same way."""
-    if int(num_samples) < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    if int(num_warmup) < 0:
-        raise ValueError(f"num_warmup must be >= 0, got {num_warmup}")
-    if int(num_chains) < 1:
-        raise ValueError(f"num_chains must be >= 1, got {num_chains}")
-    if not 0.0 < float(target_accept) < 1.0:
-        raise ValueError(f"target_accept must be in (0, 1), got {target_accept}")
-    if init not in ("prior", "module", "zeros"):
-        raise ValueError(f"init must be 'prior', 'module' or 'zeros', got {init!r}")
+def _check_target_accept(target_accept: float) -> float:
+    return check_float(target_accept, "target_accept", 0.0, 1.0, low_open=True, high_open=True)
 
 
 class _CountingNUTS(pyro.infer.NUTS):
@@ -146,17 +137,12 @@ class _PyroMCMC(Engine):
     def __init__(self, num_warmup: int, num_samples: int, num_chains: int, target_accept: float,
                  dense_mass: bool, step_size: float, adapt_step_size: bool, init: str,
                  seed: int | None) -> None:
-        _check_common(num_warmup, num_samples, num_chains, target_accept, init)
-        if not float(step_size) > 0.0:
-            raise ValueError(f"step_size must be positive, got {step_size}")
-        self.num_warmup = int(num_warmup)
-        self.num_samples = int(num_samples)
-        self.num_chains = int(num_chains)
-        self.target_accept = float(target_accept)
+        self.num_warmup, self.num_samples, self.num_chains, self.init = chain_settings(
+            num_warmup, num_samples, num_chains, init)
+        self.target_accept = _check_target_accept(target_accept)
         self.dense_mass = bool(dense_mass)
-        self.step_size = float(step_size)
+        self.step_size = positive_float(step_size, "step_size")
         self.adapt_step_size = bool(adapt_step_size)
-        self.init = init
         self.seed = seed
 
     @abstractmethod
@@ -178,7 +164,7 @@ class _PyroMCMC(Engine):
         fast = has_fast_density(model)
         chains: list[dict[str, Tensor]] = []
         stats: list[dict[str, Tensor]] = []
-        like = x if x.is_floating_point() else torch.zeros((), device=x.device)
+        like = float_like(x)
         start = time.perf_counter()
         for c in range(self.num_chains):
             with seeded(seed0 + c, x):
@@ -241,9 +227,7 @@ class NUTS(_PyroMCMC):
                  seed: int | None = None) -> None:
         super().__init__(num_warmup, num_samples, num_chains, target_accept, dense_mass, step_size,
                          adapt_step_size, init, seed)
-        if int(max_tree_depth) < 1:
-            raise ValueError(f"max_tree_depth must be >= 1, got {max_tree_depth}")
-        self.max_tree_depth = int(max_tree_depth)
+        self.max_tree_depth = check_int(max_tree_depth, "max_tree_depth")
 
     def _kernel(self, **kw: Any) -> Any:
         return _CountingNUTS(**kw, **self._common(), max_tree_depth=self.max_tree_depth)
@@ -265,12 +249,9 @@ class HMC(_PyroMCMC):
                  init: str = "prior", seed: int | None = None) -> None:
         super().__init__(num_warmup, num_samples, num_chains, target_accept, dense_mass, step_size,
                          adapt_step_size, init, seed)
-        if int(num_steps) < 1:
-            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-        if trajectory_length is not None and not float(trajectory_length) > 0:
-            raise ValueError(f"trajectory_length must be positive, got {trajectory_length}")
-        self.num_steps = int(num_steps)
-        self.trajectory_length = None if trajectory_length is None else float(trajectory_length)
+        self.num_steps = check_int(num_steps, "num_steps")
+        self.trajectory_length = None if trajectory_length is None else positive_float(trajectory_length,
+                                                                                       "trajectory_length")
 
     def _kernel(self, **kw: Any) -> Any:
         if self.trajectory_length is not None:
@@ -338,7 +319,8 @@ def _initial_inverse_mass(inverse_mass_matrix: Tensor | None, z: Tensor, dense: 
     return m
 
 
-def run_batched_hmc(value_and_grad: ValueAndGrad, init: Tensor, *, num_warmup: int, num_samples: int,
+@renamed_kwargs(value_and_grad="grad_and_value")
+def run_batched_hmc(grad_and_value: GradAndValue, init: Tensor, *, num_warmup: int, num_samples: int,
                     target_accept: float = 0.8, step_size: float | None = None, adapt_step_size: bool = True,
                     trajectory_length: float | None = None, adapt_trajectory_length: bool = True,
                     inverse_mass_matrix: Tensor | None = None, dense_mass: bool = False,
@@ -357,7 +339,8 @@ def run_batched_hmc(value_and_grad: ValueAndGrad, init: Tensor, *, num_warmup: i
     afresh after each metric update. Shared: the ChEES trajectory length ``T``.
 
     Args:
-        value_and_grad: ``fn(z [chains, D]) -> (grad [chains, D], log_density [chains])``.
+        grad_and_value: ``fn(z [chains, D]) -> (grad [chains, D], log_density [chains])``
+            (e.g. :meth:`inference.density.Potential.bind`).
         init: start points ``[chains, D]`` (unconstrained).
         num_warmup, num_samples: iterations of warm-up (discarded) and draws kept.
         target_accept: dual-averaging target of the mean acceptance probability.
@@ -394,7 +377,7 @@ def run_batched_hmc(value_and_grad: ValueAndGrad, init: Tensor, *, num_warmup: i
     chains, d = z.shape
     imm = _initial_inverse_mass(inverse_mass_matrix, z, dense_mass)
     factor = mass_matrix_factor(imm)
-    grad, lp = value_and_grad(z)
+    grad, lp = grad_and_value(z)
     bad = ~(torch.isfinite(lp) & torch.isfinite(grad).all(-1))
     if bool(bad.any()):
         c = int(bad.nonzero()[0, 0])
@@ -406,12 +389,12 @@ def run_batched_hmc(value_and_grad: ValueAndGrad, init: Tensor, *, num_warmup: i
 
     first = torch.full((chains,), INIT_STEP_SIZE if step_size is None else float(step_size),
                        dtype=z.dtype, device=z.device)
-    eps = find_reasonable_step_size(z, lp, grad, first, imm, value_and_grad, generator) if adapt_step_size else first
+    eps = find_reasonable_step_size(z, lp, grad, first, imm, grad_and_value, generator) if adapt_step_size else first
     da = dual_averaging_init(eps)
     t_len = float(trajectory_length) if trajectory_length is not None else UNIT_TRAJECTORY_LENGTH
     chees = chees_init(t_len)
     adapt_t = adapt_trajectory_length and num_warmup > 0
-    step_fn = compile_leapfrog_step(value_and_grad, z, imm) if compile else None
+    step_fn = compile_leapfrog_step(grad_and_value, z, imm) if compile else None
     windows = mass_matrix_windows(num_warmup) if adapt_mass_matrix else []
     window_of = {i: w for w in windows for i in range(*w)}
     welford = welford_init(z, dense_mass)
@@ -428,7 +411,7 @@ def run_batched_hmc(value_and_grad: ValueAndGrad, init: Tensor, *, num_warmup: i
         u = halton(i) if jitter else 1.0
         n = torch.ceil(u * t_len / eps).clamp(1, max_num_steps).long()
         p0 = sample_momentum(factor, z, generator)
-        z1, p1, g1, lp1 = leapfrog(z, p0, grad, eps, imm, value_and_grad, n, step_fn)
+        z1, p1, g1, lp1 = leapfrog(z, p0, grad, eps, imm, grad_and_value, n, step_fn)
         h0 = kinetic_energy(p0, imm) - lp
         h1 = kinetic_energy(p1, imm) - lp1
         # A non-finite end point is a certain rejection (and a divergence).
@@ -456,7 +439,7 @@ def run_batched_hmc(value_and_grad: ValueAndGrad, init: Tensor, *, num_warmup: i
                     factor = mass_matrix_factor(imm)
                     welford = welford_init(z, dense_mass)
                     if adapt_step_size:
-                        eps = find_reasonable_step_size(z, lp, grad, eps, imm, value_and_grad, generator)
+                        eps = find_reasonable_step_size(z, lp, grad, eps, imm, grad_and_value, generator)
                         da = dual_averaging_init(eps)
                     if adapt_t:
                         chees = chees_restart_average(chees_raise(chees, UNIT_TRAJECTORY_LENGTH))
@@ -480,7 +463,8 @@ def run_batched_hmc(value_and_grad: ValueAndGrad, init: Tensor, *, num_warmup: i
     return HMCRun(draws, rows, eps, imm, t_len)
 
 
-def ascend(value_and_grad: ValueAndGrad, z0: Tensor, steps: int, lr: float = 1e-2) -> Tensor:
+@renamed_kwargs(value_and_grad="grad_and_value")
+def ascend(grad_and_value: GradAndValue, z0: Tensor, steps: int, lr: float = 1e-2) -> Tensor:
     """Adam ascent of every chain's log density from ``z0`` ``[chains, D]``; the best point of each chain.
 
     Li, Rudner & Wilson (arXiv 2305.20028) start their HMC chain from a network pre-trained by
@@ -490,7 +474,7 @@ def ascend(value_and_grad: ValueAndGrad, z0: Tensor, steps: int, lr: float = 1e-
     step serves them all).
 
     Args:
-        value_and_grad: ``fn(z [chains, D]) -> (grad [chains, D], log_density [chains])``.
+        grad_and_value: ``fn(z [chains, D]) -> (grad [chains, D], log_density [chains])``.
         z0: start points ``[chains, D]``.
         steps: Adam steps (0 returns ``z0``).
         lr: Adam's learning rate.
@@ -499,20 +483,17 @@ def ascend(value_and_grad: ValueAndGrad, z0: Tensor, steps: int, lr: float = 1e-
         ``[chains, D]``: per chain, the visited point with the highest finite log density
         (``z0``'s row when no step improved on it).
     """
-    if int(steps) < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
-    if not float(lr) > 0:
-        raise ValueError(f"lr must be positive, got {lr}")
+    steps, lr = check_int(steps, "steps", 0), positive_float(lr, "lr")
     z = z0.detach().clone().requires_grad_(True)
-    opt = torch.optim.Adam([z], lr=float(lr))
+    opt = torch.optim.Adam([z], lr=lr)
     best, best_lp = z0.detach().clone(), torch.full(z0.shape[:1], -math.inf, dtype=z0.dtype, device=z0.device)
-    for i in range(int(steps) + 1):
-        grad, lp = value_and_grad(z.detach())
+    for i in range(steps + 1):
+        grad, lp = grad_and_value(z.detach())
         ok = torch.isfinite(lp) & torch.isfinite(grad).all(-1)
         better = ok & (lp > best_lp)
         best = torch.where(better.unsqueeze(-1), z.detach(), best)
         best_lp = torch.where(better, lp, best_lp)
-        if i == int(steps):
+        if i == steps:
             break
         # a chain that left the finite region restarts from its best point
         z.data = torch.where(ok.unsqueeze(-1), z.detach(), best)
@@ -533,11 +514,12 @@ def _describe_flat(z: Tensor, grad: Tensor) -> str:
     return "; ".join(parts) or "every coordinate and gradient entry is finite, but the log density is not"
 
 
-def _describe_sites(view: FlatView, model: Any, x: Tensor, y: Tensor | None) -> Callable[[int, Tensor, Tensor], str]:
+def _describe_sites(potential: Potential, model: Any, x: Tensor,
+                    y: Tensor | None) -> Callable[[int, Tensor, Tensor], str]:
     """A ``describe`` callback naming the model's sites with non-finite values or gradients."""
 
     def describe(chain: int, z: Tensor, grad: Tensor) -> str:
-        values, grads = view.unravel(z), view.unravel(grad)
+        values, grads = potential.view.unravel(z), potential.view.unravel(grad)
         bad_v = [n for n, v in values.items() if not bool(torch.isfinite(v).all())]
         bad_g = [n for n, g in grads.items() if not bool(torch.isfinite(g).all())]
         parts = []
@@ -545,9 +527,9 @@ def _describe_sites(view: FlatView, model: Any, x: Tensor, y: Tensor | None) -> 
             parts.append(f"start values of site(s) {bad_v} are not finite")
         if bad_g:
             parts.append(f"the gradient is not finite at site(s) {bad_g}")
-        if hasattr(model, "log_likelihood") and hasattr(model, "constrain") and y is not None and not bad_v:
+        if hasattr(model, "log_likelihood") and y is not None and not bad_v:
             with torch.no_grad():
-                ll = model.log_likelihood(model.constrain(values), x, y)
+                ll = model.log_likelihood(potential.constrain(z), x, y)
             if not bool(torch.isfinite(ll).all()):
                 rows = (~torch.isfinite(ll)).nonzero().flatten().tolist()
                 parts.append(f"the likelihood (site {OBS!r}) is not finite at data rows {rows[:10]}")
@@ -556,7 +538,8 @@ def _describe_sites(view: FlatView, model: Any, x: Tensor, y: Tensor | None) -> 
     return describe
 
 
-def compile_leapfrog_step(value_and_grad: ValueAndGrad, z: Tensor, inverse_mass_matrix: Tensor) -> StepFn:
+@renamed_kwargs(value_and_grad="grad_and_value")
+def compile_leapfrog_step(grad_and_value: GradAndValue, z: Tensor, inverse_mass_matrix: Tensor) -> StepFn:
     """One leapfrog step (:func:`~inference.integrators.leapfrog_step`), traced once into a
     graph of tensor operations and compiled with ``torch.compile``.
 
@@ -569,7 +552,7 @@ def compile_leapfrog_step(value_and_grad: ValueAndGrad, z: Tensor, inverse_mass_
     from torch.fx.experimental.proxy_tensor import make_fx
 
     def step(z: Tensor, p: Tensor, grad: Tensor, h: Tensor, imm: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        return leapfrog_step(z, p, grad, h, imm, value_and_grad)
+        return leapfrog_step(z, p, grad, h, imm, grad_and_value)
 
     traced = make_fx(step)(z, torch.zeros_like(z), torch.zeros_like(z), z.new_zeros(z.shape[0], 1),
                            inverse_mass_matrix)
@@ -580,9 +563,9 @@ class BatchedHMC(Engine):
     """Many HMC chains as one tensor program, on CPU or GPU.
 
     All chains advance together as a ``[chains, D]`` tensor: the model's ``log_density`` is
-    vectorised over chains with ``torch.func.vmap`` (:func:`inference.flat.batched_potential`),
-    or, for a BayesianNet whose network is an MLP, written batched with one matmul per layer
-    (:func:`inference.flat.mlp_potential`), so one gradient call serves every chain.
+    vectorised over chains with ``torch.func.vmap`` or, for a BayesianNet whose network is an
+    MLP, written batched with one matmul per layer (the ``"vmap"`` and ``"mlp"`` paths of
+    :func:`inference.density.make_potential`), so one gradient call serves every chain.
     Transitions are static-length HMC with a Metropolis correction (exact for the
     posterior), trajectory lengths jittered uniformly in ``(0, T]`` by a Halton sequence,
     and ``T`` tuned by ChEES (Hoffman, Radul & Sountsov 2021, AISTATS) -- suited to
@@ -634,36 +617,25 @@ class BatchedHMC(Engine):
                  inverse_mass_matrix: Tensor | None = None, adapt_mass_matrix: bool = True,
                  init: str = "prior", compile: bool = False, pretrain_steps: int = 0, pretrain_lr: float = 1e-2,
                  seed: int | None = None) -> None:
-        _check_common(num_warmup, num_samples, num_chains, target_accept, init)
-        if int(pretrain_steps) < 0 or not float(pretrain_lr) > 0:
-            raise ValueError(f"pretrain_steps must be >= 0 and pretrain_lr positive, got pretrain_steps="
-                             f"{pretrain_steps}, pretrain_lr={pretrain_lr}")
-        if adapt_trajectory_length and int(num_chains) < 2:
+        self.num_warmup, self.num_samples, self.num_chains, self.init = chain_settings(
+            num_warmup, num_samples, num_chains, init)
+        if adapt_trajectory_length and self.num_chains < 2:
             raise ValueError("num_chains must be >= 2 to adapt the trajectory length (ChEES compares chains); "
                              "for one chain pass adapt_trajectory_length=False and a trajectory_length")
-        if trajectory_length is not None and not float(trajectory_length) > 0:
-            raise ValueError(f"trajectory_length must be positive, got {trajectory_length}")
-        if step_size is not None and not float(step_size) > 0:
-            raise ValueError(f"step_size must be positive, got {step_size}")
-        if int(max_num_steps) < 1:
-            raise ValueError(f"max_num_steps must be >= 1, got {max_num_steps}")
-        self.num_warmup = int(num_warmup)
-        self.num_samples = int(num_samples)
-        self.num_chains = int(num_chains)
-        self.target_accept = float(target_accept)
-        self.trajectory_length = None if trajectory_length is None else float(trajectory_length)
+        self.target_accept = _check_target_accept(target_accept)
+        self.trajectory_length = None if trajectory_length is None else positive_float(trajectory_length,
+                                                                                       "trajectory_length")
         self.adapt_trajectory_length = bool(adapt_trajectory_length)
         self.jitter = bool(jitter)
-        self.max_num_steps = int(max_num_steps)
-        self.step_size = None if step_size is None else float(step_size)
+        self.max_num_steps = check_int(max_num_steps, "max_num_steps")
+        self.step_size = None if step_size is None else positive_float(step_size, "step_size")
         self.adapt_step_size = bool(adapt_step_size)
         self.dense_mass = bool(dense_mass)
         self.inverse_mass_matrix = inverse_mass_matrix
         self.adapt_mass_matrix = bool(adapt_mass_matrix)
-        self.init = init
         self.compile = bool(compile)
-        self.pretrain_steps = int(pretrain_steps)
-        self.pretrain_lr = float(pretrain_lr)
+        self.pretrain_steps = check_int(pretrain_steps, "pretrain_steps", 0)
+        self.pretrain_lr = positive_float(pretrain_lr, "pretrain_lr")
         self.seed = seed
 
     def fit(self, model: Any, x: Tensor, y: Tensor | None = None, progress: bool = True) -> Posterior:
@@ -688,18 +660,13 @@ class BatchedHMC(Engine):
                 "batched log density to BatchedHMC.sample")
         x, y = prepare_data(model, x, y)
         seed0 = base_seed(self.seed)
-        # MLP BayesianNets get the batched-matmul potential (same density, several times
-        # faster); any other model the vmapped one.
-        potential = mlp_potential(model, x, y)
-        view, value_and_grad = potential if potential is not None else batched_potential(model, x, y)
-        like = x if x.is_floating_point() else torch.zeros((), device=x.device)
+        # MLP BayesianNets take the batched-matmul path (same density, several times faster),
+        # other models the vmapped one; per-chain gradients by vmap, as in 0.1 (same draws).
+        potential = make_potential(model, x, y, gradient="vmap")
         with seeded(seed0, x):
-            z0 = torch.stack([view.ravel(model.init_params(like, strategy=self.init))
-                              for _ in range(self.num_chains)])
-        run, seconds = self._run(value_and_grad, z0, seed0, progress, _describe_sites(view, model, x, y))
-        with torch.no_grad():
-            samples = model.constrain(view.unravel(run.draws))
-        return self._posterior(run, samples, model, (x, y), seed0, seconds)
+            z0 = potential.init(self.num_chains, self.init, float_like(x))
+        run, seconds = self._run(potential.bind(x, y), z0, seed0, progress, _describe_sites(potential, model, x, y))
+        return self._posterior(run, potential.constrain(run.draws), model, (x, y), seed0, seconds)
 
     def sample(self, log_density: Callable[[Tensor], Tensor], init: Tensor, progress: bool = True,
                view: FlatView | None = None) -> Posterior:
@@ -724,25 +691,25 @@ class BatchedHMC(Engine):
         if view is not None and view.size != init.shape[1]:
             raise ValueError(f"view describes D={view.size} coordinates but init has D={init.shape[1]}")
         seed0 = base_seed(self.seed)
-        value_and_grad = autograd_value_and_grad(log_density)
+        grad_and_value = autograd_grad_and_value(log_density)
         describe = None
         if view is not None:
             def describe(chain: int, z: Tensor, grad: Tensor) -> str:
                 bad = [n for n, v in view.unravel(torch.stack([z, grad])).items() if not bool(torch.isfinite(v).all())]
                 return f"non-finite value or gradient at site(s) {bad}" if bad else _describe_flat(z, grad)
-        run, seconds = self._run(value_and_grad, init, seed0, progress, describe)
+        run, seconds = self._run(grad_and_value, init, seed0, progress, describe)
         samples = view.unravel(run.draws) if view is not None else {"z": run.draws}
         return self._posterior(run, samples, None, None, seed0, seconds)
 
-    def _run(self, value_and_grad: ValueAndGrad, z0: Tensor, seed: int, progress: bool,
+    def _run(self, grad_and_value: GradAndValue, z0: Tensor, seed: int, progress: bool,
              describe: Callable[[int, Tensor, Tensor], str] | None) -> tuple[HMCRun, float]:
         generator = torch.Generator(device=z0.device)
         generator.manual_seed(seed)
         start = time.perf_counter()
         if self.pretrain_steps:
-            z0 = ascend(value_and_grad, z0, self.pretrain_steps, self.pretrain_lr)
+            z0 = ascend(grad_and_value, z0, self.pretrain_steps, self.pretrain_lr)
         run = run_batched_hmc(
-            value_and_grad, z0, num_warmup=self.num_warmup, num_samples=self.num_samples,
+            grad_and_value, z0, num_warmup=self.num_warmup, num_samples=self.num_samples,
             target_accept=self.target_accept, step_size=self.step_size, adapt_step_size=self.adapt_step_size,
             trajectory_length=self.trajectory_length, adapt_trajectory_length=self.adapt_trajectory_length,
             inverse_mass_matrix=self.inverse_mass_matrix, dense_mass=self.dense_mass,

@@ -19,9 +19,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from inference.checks import renamed_attributes, renamed_kwargs
+
 __all__ = [
+    "GradAndValue",
     "StepFn",
-    "ValueAndGrad",
     "is_dense",
     "kinetic_energy",
     "leapfrog",
@@ -31,9 +33,12 @@ __all__ = [
     "velocity",
 ]
 
-#: ``fn(z [chains, D]) -> (grad [chains, D], log_density [chains])``, as built by
-#: :func:`inference.flat.batched_potential`.
-ValueAndGrad = Callable[[Tensor], tuple[Tensor, Tensor]]
+#: ``fn(z [chains, D]) -> (grad [chains, D], log_density [chains])`` -- gradient first, the order
+#: of ``torch.func.grad_and_value`` -- e.g. :meth:`inference.density.Potential.bind`.
+GradAndValue = Callable[[Tensor], tuple[Tensor, Tensor]]
+
+#: 0.2 renamed ``ValueAndGrad`` (it returns the gradient first); the old name goes in 0.3.
+__getattr__ = renamed_attributes(__name__, {"ValueAndGrad": "GradAndValue"})
 
 
 def is_dense(inverse_mass_matrix: Tensor, p: Tensor) -> bool:
@@ -87,22 +92,23 @@ def sample_momentum(factor: Tensor, like: Tensor, generator: torch.Generator | N
     return factor * e
 
 
+@renamed_kwargs(value_and_grad="grad_and_value")
 def leapfrog_step(z: Tensor, p: Tensor, grad: Tensor, step_size: Tensor, inverse_mass_matrix: Tensor,
-                  value_and_grad: ValueAndGrad) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                  grad_and_value: GradAndValue) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """One velocity-Verlet step for every chain.
 
     Args:
         z, p, grad: positions, momenta and log-density gradients ``[chains, D]``.
         step_size: ``[chains, 1]`` (0 leaves a chain where it is).
         inverse_mass_matrix: ``[chains, D]`` or ``[chains, D, D]``.
-        value_and_grad: ``fn(z) -> (grad [chains, D], log_density [chains])``.
+        grad_and_value: ``fn(z) -> (grad [chains, D], log_density [chains])``.
 
     Returns:
         ``(z, p, grad, log_density)`` after the step.
     """
     p = p + 0.5 * step_size * grad
     z = z + step_size * velocity(p, inverse_mass_matrix)
-    grad, logp = value_and_grad(z)
+    grad, logp = grad_and_value(z)
     p = p + 0.5 * step_size * grad
     return z, p, grad, logp
 
@@ -111,8 +117,9 @@ def leapfrog_step(z: Tensor, p: Tensor, grad: Tensor, step_size: Tensor, inverse
 StepFn = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor, Tensor]]
 
 
+@renamed_kwargs(value_and_grad="grad_and_value")
 def leapfrog(z: Tensor, p: Tensor, grad: Tensor, step_size: Tensor | float, inverse_mass_matrix: Tensor,
-             value_and_grad: ValueAndGrad, num_steps: Tensor | int,
+             grad_and_value: GradAndValue, num_steps: Tensor | int,
              step_fn: StepFn | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Integrate Hamilton's equations with ``num_steps`` leapfrog steps, each chain its own.
 
@@ -126,9 +133,9 @@ def leapfrog(z: Tensor, p: Tensor, grad: Tensor, step_size: Tensor | float, inve
         grad: gradient of the log density at ``z``, ``[chains, D]``.
         step_size: ``[chains]`` (or a float).
         inverse_mass_matrix: ``[chains, D]`` or ``[chains, D, D]``.
-        value_and_grad: ``fn(z) -> (grad [chains, D], log_density [chains])``.
+        grad_and_value: ``fn(z) -> (grad [chains, D], log_density [chains])``.
         num_steps: ``[chains]`` integer tensor, or an int for all chains (>= 1 somewhere).
-        step_fn: a (compiled) replacement for :func:`leapfrog_step` with ``value_and_grad``
+        step_fn: a (compiled) replacement for :func:`leapfrog_step` with ``grad_and_value``
             bound, or None.
 
     Returns:
@@ -151,7 +158,7 @@ def leapfrog(z: Tensor, p: Tensor, grad: Tensor, step_size: Tensor | float, inve
     logp = z.new_zeros(chains)
     for k in range(most):
         if step_fn is None:
-            z, p, grad, logp = leapfrog_step(z, p, grad, sizes[k], inverse_mass_matrix, value_and_grad)
+            z, p, grad, logp = leapfrog_step(z, p, grad, sizes[k], inverse_mass_matrix, grad_and_value)
         else:
             z, p, grad, logp = step_fn(z, p, grad, sizes[k], inverse_mass_matrix)
     return z, p, grad, logp

@@ -3,7 +3,7 @@
 Pyro has no stochastic-gradient MCMC; these engines add it with the usual contract,
 ``Engine(...).fit(model, x, y, progress=True) -> Posterior``. The update rules are the pure
 functions of :mod:`inference.sgmcmc_steps`; the runner here owns the minibatches, the
-chains, burn-in, thinning, the progress bar and the collected draws.
+chains, the warm-up (burn-in, ``num_warmup``), thinning, the progress bar and the collected draws.
 
 Data and minibatches:
 
@@ -16,7 +16,7 @@ Data and minibatches:
   loader's next ``num_chains`` batches, one per chain. Batches smaller than the first are
   skipped (``drop_last``). The posterior then holds no training data (``data=None``).
 
-Models:
+Models (through :func:`inference.density.make_potential`, the adapter every engine shares):
 
 * anything with the functional form (``log_density(params, x, y, num_data=)``,
   ``init_params``, ``constrain``, e.g. :class:`bayesnets.bnn.BayesianNet`): the chains are
@@ -25,11 +25,10 @@ Models:
 * any other Pyro model ``model(x, y)`` whose observations sit in a *subsampled* plate,
   e.g. ``pyro.plate("data", N, subsample_size=len(x))``, so that Pyro scales the minibatch
   log-likelihood by ``N / B`` itself. If the model takes a ``num_data`` keyword it is
-  passed ``N`` (``BayesianNet.forward`` does). Its log density comes from Pyro's trace
-  (``poutine.condition`` + ``trace``, Jacobians of the unconstraining bijections added),
+  passed ``N`` (``BayesianNet.forward`` does). Its log density comes from Pyro's trace,
   vectorised over chains with ``vmap`` when the model allows it (else chain by chain, with a
-  warning). Local latent variables inside the subsampled plate are not
-  supported (they would change with the batch).
+  warning). Local latent variables inside the subsampled plate are not supported (they would
+  change with the batch).
 
 Per-draw statistics: ``lp`` (the minibatch estimate of the log joint in unconstrained
 space at the draw), ``step_size`` and ``diverging`` (always False: a non-finite state stops
@@ -42,28 +41,22 @@ arXiv:1402.4102); Springenberg et al. 2016 (adaptive SGHMC, NeurIPS); Zhang et a
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import math
 import time
-import warnings
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
-import pyro
 import torch
-from pyro import poutine
-from pyro.distributions.transforms import biject_to
-from pyro.poutine.util import site_is_subsample
 from torch import Tensor
-from torch.func import vmap
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from inference import density
+from inference.checks import check_choice, check_float, check_int, renamed_attributes, renamed_kwargs
 from inference.data import loader_batches, minibatch_indices
-from inference.engine import Engine, base_seed, has_fast_density, prepare_data, seeded
-from inference.flat import FlatView
+from inference.engine import Engine, base_seed, chain_settings, float_like, prepare_data, seeded
 from inference.posterior import Posterior
 from inference.sgmcmc_steps import (
     SCHEDULES,
@@ -79,218 +72,16 @@ from inference.sgmcmc_steps import (
     sgld_step,
 )
 
-__all__ = ["SGHMC", "SGLD", "AdaptiveSGHMC", "CyclicalSGMCMC", "Potential", "make_potential"]
+__all__ = ["SGHMC", "SGLD", "AdaptiveSGHMC", "CyclicalSGMCMC"]
+
+#: 0.2 moved the potentials to inference.density (one adapter for every engine); the old
+#: names go in 0.3.
+__getattr__ = renamed_attributes(__name__, {"Potential": "inference.density:Potential",
+                                            "make_potential": "inference.density:make_potential"})
 
 #: Iterations between checks that every chain is still finite (each check synchronises
 #: with the device, so it is not done every step).
 FINITE_CHECK_EVERY = 100
-
-#: Relative tolerance when checking that a Pyro model's plate scales the minibatch by N / B.
-SCALE_RTOL = 1e-6
-
-
-# ===================================================================== potentials
-class Potential(ABC):
-    """Log density and its gradient for ``[chains, D]`` unconstrained parameters.
-
-    Attributes:
-        view: the flat layout of the model's latent sites.
-    """
-
-    view: FlatView
-
-    @abstractmethod
-    def init(self, num_chains: int, strategy: str, like: Tensor) -> Tensor:
-        """Start points ``[num_chains, D]`` (unconstrained)."""
-
-    @abstractmethod
-    def __call__(self, z: Tensor, x: Tensor, y: Tensor | None, per_chain: bool) -> tuple[Tensor, Tensor]:
-        """``(grad [C, D], value [C])`` at ``z`` ``[C, D]``; ``x``/``y`` are ``[C, B, ...]`` when
-        ``per_chain`` (one minibatch per chain), else ``[B, ...]`` shared by all chains."""
-
-    @abstractmethod
-    def constrain(self, z: Tensor) -> dict[str, Tensor]:
-        """``[*batch, D]`` unconstrained -> constrained site values ``{name: [*batch, *shape]}``."""
-
-    @abstractmethod
-    def unconstrain(self, params: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Constrained values of some sites ``{name: [*batch, *shape]}`` -> unconstrained."""
-
-
-def _grad_and_value(fn: Callable[[Tensor], Tensor], z: Tensor) -> tuple[Tensor, Tensor]:
-    """``(d/dz sum(fn(z)), fn(z))`` for ``fn: [C, D] -> [C]`` whose rows depend on their own row
-    of ``z`` only, so the gradient of the sum is every chain's own gradient. Reverse-mode
-    autograd through a vmapped forward pass is ~1.6x faster here than
-    ``vmap(grad_and_value(.))`` (one backward pass instead of a batched one per call)."""
-    z = z.detach().requires_grad_(True)
-    with torch.enable_grad():
-        value = fn(z)
-        (grad,) = torch.autograd.grad(value.sum(), z)
-    return grad, value.detach()
-
-
-class _FastPotential(Potential):
-    """Through the model's ``log_density``, vectorised over chains with ``vmap``."""
-
-    def __init__(self, model: Any, like: Tensor, num_data: int, likelihood_only: bool = False) -> None:
-        self.model = model
-        self.view = FlatView(model.latent_shapes(like))
-        view = self.view
-
-        def one(z: Tensor, x: Tensor, y: Tensor) -> Tensor:
-            params = view.unravel(z)
-            if not likelihood_only:
-                return model.log_density(params, x, y, num_data=num_data)
-            with pyro.validation_enabled(False):  # data-dependent checks cannot run under vmap
-                ll = model.log_likelihood(model.constrain(params), x, y).sum()
-            return ll * (num_data / x.shape[0])
-
-        self._fn = one
-        self._per_chain = vmap(one, in_dims=(0, 0, 0))
-        self._shared = vmap(one, in_dims=(0, None, None))
-
-    def init(self, num_chains: int, strategy: str, like: Tensor) -> Tensor:
-        return torch.stack([self.view.ravel(self.model.init_params(like, strategy=strategy))
-                            for _ in range(num_chains)])
-
-    def __call__(self, z: Tensor, x: Tensor, y: Tensor | None, per_chain: bool) -> tuple[Tensor, Tensor]:
-        if y is None:
-            raise ValueError(f"y is required to condition {type(self.model).__name__} on data")
-        if z.shape[0] == 1:  # one chain: no vmap overhead at all
-            return _grad_and_value(lambda w: self._fn(w[0], x[0] if per_chain else x,
-                                                      y[0] if per_chain else y).unsqueeze(0), z)
-        return _grad_and_value(lambda w: (self._per_chain if per_chain else self._shared)(w, x, y), z)
-
-    def constrain(self, z: Tensor) -> dict[str, Tensor]:
-        with torch.no_grad():
-            return self.model.constrain(self.view.unravel(z))
-
-    def unconstrain(self, params: dict[str, Tensor]) -> dict[str, Tensor]:
-        with torch.no_grad():
-            return self.model.unconstrain(params)
-
-
-def _accepts_num_data(model: Any) -> bool:
-    try:
-        return "num_data" in inspect.signature(model).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-class _TracePotential(Potential):
-    """Through Pyro's trace of a generic model: vectorised over chains with ``vmap`` when the
-    model allows it (most do), else one chain after another."""
-
-    def __init__(self, model: Any, x: Tensor, y: Tensor | None, num_data: int,
-                 likelihood_only: bool = False) -> None:
-        self.model = model
-        self._probe = (x, y)
-        self.kwargs = {"num_data": num_data} if _accepts_num_data(model) else {}
-        self.likelihood_only = likelihood_only
-        trace = poutine.trace(model).get_trace(x, y, **self.kwargs)
-        shapes: dict[str, torch.Size] = {}
-        self.transforms = {}
-        scales = []
-        for name, site in trace.nodes.items():
-            if site["type"] != "sample" or site_is_subsample(site):
-                continue
-            if site["is_observed"]:
-                scales.append(float(site["scale"]) if not isinstance(site["scale"], Tensor)
-                              else float(site["scale"].max()))
-                continue
-            if site["fn"].support.is_discrete:
-                raise ValueError(f"site {name!r} is discrete: SG-MCMC needs continuous latent sites "
-                                 "(marginalise it out or use an enumeration-aware engine)")
-            for frame in site["cond_indep_stack"]:
-                if frame.full_size is not None and frame.full_size != frame.size:
-                    raise ValueError(f"site {name!r} is a local latent variable inside the subsampled plate "
-                                     f"{frame.name!r}; SG-MCMC here supports global latent sites only")
-            shapes[name] = site["value"].shape
-            self.transforms[name] = biject_to(site["fn"].support)
-        if not shapes:
-            raise ValueError("the model has no latent sample sites to infer")
-        batch = x.shape[0]
-        if batch < num_data and not any(math.isclose(s, num_data / batch, rel_tol=SCALE_RTOL) for s in scales):
-            raise ValueError(
-                f"the model's observations are not scaled by N / B = {num_data}/{batch} on a minibatch: declare "
-                f"them in a subsampled plate, e.g. pyro.plate('data', {num_data}, subsample_size=len(x)), or give "
-                "the model a num_data keyword (it is passed N)"
-            )
-        self.view = FlatView(shapes)
-        self._vectorise = True
-
-    def init(self, num_chains: int, strategy: str, like: Tensor) -> Tensor:
-        if strategy == "zeros":
-            return torch.zeros(num_chains, self.view.size, dtype=like.dtype, device=like.device)
-        if strategy != "prior":
-            raise ValueError(f"init must be 'prior' or 'zeros' for a model without log_density, got {strategy!r}")
-        rows = []
-        for _ in range(num_chains):
-            tr = poutine.trace(self.model).get_trace(*self._probe, **self.kwargs)
-            vals = {n: self.transforms[n].inv(tr.nodes[n]["value"]).detach() for n in self.view.shapes}
-            rows.append(self.view.ravel(vals))
-        return torch.stack(rows).to(like)
-
-    def _log_density(self, z: Tensor, x: Tensor, y: Tensor | None) -> Tensor:
-        """Log joint (or log-likelihood) of one chain's unconstrained ``z`` ``[D]`` on one batch."""
-        u = self.view.unravel(z)
-        constrained = {n: t(u[n]) for n, t in self.transforms.items()}
-        tr = poutine.trace(poutine.condition(self.model, data=constrained)).get_trace(x, y, **self.kwargs)
-        if self.likelihood_only:
-            return tr.log_prob_sum(site_filter=lambda _, site: site["is_observed"])
-        lp = tr.log_prob_sum()
-        for n, t in self.transforms.items():
-            lp = lp + t.log_abs_det_jacobian(u[n], constrained[n]).sum()
-        return lp
-
-    def __call__(self, z: Tensor, x: Tensor, y: Tensor | None, per_chain: bool) -> tuple[Tensor, Tensor]:
-        if self._vectorise:
-            dim = 0 if per_chain else None
-            batched = vmap(self._log_density, in_dims=(0, dim, dim if y is not None else None),
-                           randomness="different")
-            try:
-                # Value checks are data-dependent and cannot run under vmap; the first trace
-                # in __init__ ran them with validation on.
-                with pyro.validation_enabled(False):
-                    return _grad_and_value(lambda w: batched(w, x, y), z)
-            except (RuntimeError, NotImplementedError, ValueError, TypeError, IndexError) as err:
-                # Data-dependent control flow or in-place updates in the model: loop instead.
-                self._vectorise = False
-                warnings.warn(f"vmap over chains failed for this Pyro model ({err}); running chains one by one",
-                              RuntimeWarning, stacklevel=3)
-
-        def looped(w: Tensor) -> Tensor:
-            return torch.stack([self._log_density(w[c], x[c] if per_chain else x,
-                                                  (y[c] if per_chain else y) if y is not None else None)
-                                for c in range(w.shape[0])])
-
-        return _grad_and_value(looped, z)
-
-    def constrain(self, z: Tensor) -> dict[str, Tensor]:
-        with torch.no_grad():
-            u = self.view.unravel(z)
-            return {n: t(u[n]) for n, t in self.transforms.items()}
-
-    def unconstrain(self, params: dict[str, Tensor]) -> dict[str, Tensor]:
-        with torch.no_grad():
-            return {n: self.transforms[n].inv(v) for n, v in params.items()}
-
-
-def make_potential(model: Any, x: Tensor, y: Tensor | None, num_data: int,
-                   likelihood_only: bool = False) -> Potential:
-    """The :class:`Potential` of ``model`` for minibatches like ``(x, y)`` out of ``num_data`` rows.
-
-    Args:
-        model: a model with ``log_density`` (vectorised path) or any Pyro model (trace path).
-        x, y: one (checked) minibatch, used to read the model's sites and to check that a
-            generic model scales its observations by ``num_data / len(x)``.
-        num_data: the dataset size ``N``.
-        likelihood_only: the log-likelihood alone (maximum likelihood) instead of the log joint.
-    """
-    if has_fast_density(model):
-        like = x if x.is_floating_point() else torch.zeros((), device=x.device)
-        return _FastPotential(model, like, num_data, likelihood_only)
-    return _TracePotential(model, x, y, num_data, likelihood_only)
 
 
 # ===================================================================== data plumbing
@@ -359,7 +150,7 @@ def _resolve_data(model: Any, x: Tensor | DataLoader, y: Tensor | None, batch_si
 Gibbs = Callable[[dict[str, Tensor]], dict[str, Tensor]]
 
 
-def _gibbs_step(potential: Potential, z: Tensor, gibbs: Gibbs) -> Tensor:
+def _gibbs_step(potential: density.Potential, z: Tensor, gibbs: Gibbs) -> Tensor:
     """Positions ``[C, D]`` with the sites ``gibbs`` returns overwritten (in unconstrained space)."""
     updates = gibbs(potential.constrain(z))
     unknown = set(updates) - set(potential.view.shapes)
@@ -380,32 +171,16 @@ def _gibbs_step(potential: Potential, z: Tensor, gibbs: Gibbs) -> Tensor:
 
 # ===================================================================== runner
 class _SGMCMC(Engine):
-    """Shared runner: chains, minibatches, burn-in, thinning, progress, collection."""
+    """Shared runner: chains, minibatches, warm-up (burn-in), thinning, progress, collection."""
 
-    def __init__(self, step_size: float | Schedule, schedule: str, temperature: float, num_burnin: int,
+    def __init__(self, step_size: float | Schedule, schedule: str, temperature: float, num_warmup: int,
                  num_samples: int, thinning: int, num_chains: int, batch_size: int | None, init: str,
                  seed: int | None) -> None:
-        if int(num_samples) < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        if int(num_burnin) < 0:
-            raise ValueError(f"num_burnin must be >= 0, got {num_burnin}")
-        if int(thinning) < 1:
-            raise ValueError(f"thinning must be >= 1, got {thinning}")
-        if int(num_chains) < 1:
-            raise ValueError(f"num_chains must be >= 1, got {num_chains}")
-        if batch_size is not None and int(batch_size) < 1:
-            raise ValueError(f"batch_size must be a positive int or None (all rows), got {batch_size}")
-        if not (math.isfinite(float(temperature)) and float(temperature) >= 0):
-            raise ValueError(f"temperature must be >= 0 (0: no noise, an optimiser), got {temperature}")
-        if init not in ("prior", "module", "zeros"):
-            raise ValueError(f"init must be 'prior', 'module' or 'zeros', got {init!r}")
-        self.num_burnin = int(num_burnin)
-        self.num_samples = int(num_samples)
-        self.thinning = int(thinning)
-        self.num_chains = int(num_chains)
-        self.batch_size = None if batch_size is None else int(batch_size)
-        self.temperature = float(temperature)
-        self.init = init
+        self.num_warmup, self.num_samples, self.num_chains, self.init = chain_settings(
+            num_warmup, num_samples, num_chains, init)
+        self.thinning = check_int(thinning, "thinning")
+        self.batch_size = None if batch_size is None else check_int(batch_size, "batch_size")
+        self.temperature = check_float(temperature, "temperature", 0.0)
         self.seed = seed
         self.step_size = None if callable(step_size) else step_size
         self.schedule = "custom" if callable(step_size) else schedule
@@ -420,11 +195,11 @@ class _SGMCMC(Engine):
         return make_schedule(step_size, schedule, num_steps=self._num_iterations())
 
     def _num_iterations(self) -> int:
-        return self.num_burnin + self.num_samples * self.thinning
+        return self.num_warmup + self.num_samples * self.thinning
 
     def _collect_at(self) -> list[int]:
         """Iterations (from 0) whose starting state is kept as a draw."""
-        return [self.num_burnin + (j + 1) * self.thinning - 1 for j in range(self.num_samples)]
+        return [self.num_warmup + (j + 1) * self.thinning - 1 for j in range(self.num_samples)]
 
     def _noisy(self, k: int) -> bool:
         return self.temperature > 0
@@ -465,18 +240,17 @@ class _SGMCMC(Engine):
         """
         if gibbs is not None and not callable(gibbs):
             raise TypeError(f"gibbs must be a callable (constrained params) -> updates, got {type(gibbs).__name__}")
-        if int(gibbs_every) < 1:
-            raise ValueError(f"gibbs_every must be >= 1, got {gibbs_every}")
+        gibbs_every = check_int(gibbs_every, "gibbs_every")
         data = _resolve_data(model, x, y, self.batch_size, self.num_chains)
-        xp = data.probe[0]
-        like = xp if xp.is_floating_point() else torch.zeros((), dtype=torch.get_default_dtype(), device=xp.device)
+        like = float_like(data.probe[0])
         seed0 = base_seed(self.seed)
         total = self._num_iterations()
         collect = self._collect_at()
         slot = dict(zip(collect, range(len(collect))))
         start = time.perf_counter()
         with seeded(seed0, like):
-            potential = make_potential(model, data.probe[0], data.probe[1], data.num_data)
+            # SG-MCMC's numerics of 0.1 (same draws): vmapped forward, one backward pass, no MLP form.
+            potential = density.make_potential(model, data.probe[0], data.probe[1], data.num_data, mlp=False)
             z = potential.init(self.num_chains, self.init, like)
             state = self._init_state(z)
             draws = torch.empty(len(collect), *z.shape, dtype=z.dtype, device=z.device)
@@ -496,7 +270,7 @@ class _SGMCMC(Engine):
                     steps[slot[k]] = eps
                 noise = torch.randn_like(pos) if self._noisy(k) else None
                 state = self._update(state, grad, eps, k, noise)
-                if gibbs is not None and (k + 1) % int(gibbs_every) == 0:
+                if gibbs is not None and (k + 1) % gibbs_every == 0:
                     self._check_finite(state.params, k, eps)  # a diverged chain, not the Gibbs step, is at fault
                     state = state._replace(params=_gibbs_step(potential, state.params, gibbs))
                 if (k + 1) % FINITE_CHECK_EVERY == 0 or k + 1 == total:
@@ -515,7 +289,7 @@ class _SGMCMC(Engine):
         attrs = {"engine": type(self).__name__, **self.settings(), "seed": seed0, "seconds": seconds,
                  "num_data": data.num_data, "batch_size": data.batch_size, "num_iterations": total}
         if gibbs is not None:
-            attrs["gibbs_every"] = int(gibbs_every)
+            attrs["gibbs_every"] = gibbs_every
         return Posterior(samples, stats, model=model, data=data.full, attrs=attrs)
 
     def _check_finite(self, params: Tensor, k: int, eps: float) -> None:
@@ -541,9 +315,10 @@ class SGLD(_SGMCMC):
         schedule: ``"constant"`` or ``"polynomial"`` (``eps (1 + k / (K/10))^-0.55`` over the
             ``K`` iterations) for a float ``step_size``.
         temperature: ``T >= 0``; the chains target ``p^(1/T)`` (0: gradient ascent).
-        num_burnin: iterations discarded first.
+        num_warmup: iterations discarded first (burn-in; ``num_burnin`` is its name before 0.2,
+            accepted with a ``DeprecationWarning`` until 0.3).
         num_samples: draws kept per chain.
-        thinning: keep every ``thinning``-th iteration after burn-in.
+        thinning: keep every ``thinning``-th iteration after warm-up.
         num_chains: chains, vectorised.
         batch_size: rows per minibatch (``None``: all rows, i.e. full-batch gradients).
         init: ``"prior"``, ``"module"`` (``BayesianNet``'s current weights) or ``"zeros"``
@@ -551,10 +326,11 @@ class SGLD(_SGMCMC):
         seed: base seed; ``None`` draws one from torch's global generator.
     """
 
+    @renamed_kwargs(num_burnin="num_warmup")
     def __init__(self, step_size: float | Schedule = 1e-4, schedule: str = "constant", temperature: float = 1.0,
-                 num_burnin: int = 1000, num_samples: int = 1000, thinning: int = 1, num_chains: int = 4,
+                 num_warmup: int = 1000, num_samples: int = 1000, thinning: int = 1, num_chains: int = 4,
                  batch_size: int | None = None, init: str = "prior", seed: int | None = None) -> None:
-        super().__init__(step_size, schedule, temperature, num_burnin, num_samples, thinning, num_chains,
+        super().__init__(step_size, schedule, temperature, num_warmup, num_samples, thinning, num_chains,
                          batch_size, init, seed)
 
     def _init_state(self, z: Tensor) -> SGHMCState:
@@ -566,14 +342,15 @@ class SGLD(_SGMCMC):
         return SGHMCState(new, new)
 
 
-def _check_friction(friction: float, noise_estimate: float, temperature: float) -> None:
-    if not (math.isfinite(float(friction)) and float(friction) >= 0):
-        raise ValueError(f"friction must be >= 0, got {friction}")
-    if not float(noise_estimate) >= 0:
-        raise ValueError(f"noise_estimate must be >= 0, got {noise_estimate}")
-    if temperature > 0 and float(noise_estimate) > float(friction) * temperature:
+def _check_friction(friction: float, noise_estimate: float, temperature: float) -> tuple[float, float]:
+    """``(friction, noise_estimate)`` checked: both >= 0, and the injected noise variance
+    ``2 eps (C T - B)`` not negative."""
+    friction = check_float(friction, "friction", 0.0)
+    noise_estimate = check_float(noise_estimate, "noise_estimate", 0.0)
+    if temperature > 0 and noise_estimate > friction * temperature:
         raise ValueError(f"noise_estimate ({noise_estimate}) must not exceed friction * temperature "
-                         f"({float(friction) * temperature}): the injected noise variance would be negative")
+                         f"({friction * temperature}): the injected noise variance would be negative")
+    return friction, noise_estimate
 
 
 class SGHMC(_SGMCMC):
@@ -593,15 +370,14 @@ class SGHMC(_SGMCMC):
         Other arguments as for :class:`SGLD`.
     """
 
+    @renamed_kwargs(num_burnin="num_warmup")
     def __init__(self, step_size: float | Schedule = 1e-2, friction: float = 5.0, noise_estimate: float = 0.0,
-                 schedule: str = "constant", temperature: float = 1.0, num_burnin: int = 1000,
+                 schedule: str = "constant", temperature: float = 1.0, num_warmup: int = 1000,
                  num_samples: int = 1000, thinning: int = 1, num_chains: int = 4, batch_size: int | None = None,
                  init: str = "prior", seed: int | None = None) -> None:
-        _check_friction(friction, noise_estimate, float(temperature))
-        super().__init__(step_size, schedule, temperature, num_burnin, num_samples, thinning, num_chains,
+        super().__init__(step_size, schedule, temperature, num_warmup, num_samples, thinning, num_chains,
                          batch_size, init, seed)
-        self.friction = float(friction)
-        self.noise_estimate = float(noise_estimate)
+        self.friction, self.noise_estimate = _check_friction(friction, noise_estimate, self.temperature)
         if self.step_size is not None and self.step_size * self.friction > 1:
             raise ValueError(f"step_size * friction must be <= 1 (momentum decay per step), got "
                              f"{self.step_size * self.friction}")
@@ -617,7 +393,7 @@ class SGHMC(_SGMCMC):
 class AdaptiveSGHMC(_SGMCMC):
     """SGHMC with the burn-in preconditioner of Springenberg et al. (2016, NeurIPS), as in BOHAMIANN.
 
-    During the ``num_burnin`` iterations a per-coordinate estimate of the squared gradient
+    During the ``num_warmup`` (burn-in) iterations a per-coordinate estimate of the squared gradient
     (with a self-tuned averaging window) sets the preconditioner ``v_hat^(-1/2)``; it is then
     frozen, so the kept draws come from plain preconditioned SGHMC. This is the sampler of the
     BNN surrogates of Li et al. (P24) and of the functional-prior paper (P38).
@@ -625,19 +401,18 @@ class AdaptiveSGHMC(_SGMCMC):
     Args:
         step_size: the paper's ``eps`` (pybnn's ``lr``; default 1e-2 as there).
         momentum_decay: ``mdecay`` in ``[0, 1]`` (default 0.05 as in the paper).
-        num_burnin: adaptation iterations (discarded).
+        num_warmup: adaptation iterations (discarded; ``num_burnin`` before 0.2).
         Other arguments as for :class:`SGLD`.
     """
 
+    @renamed_kwargs(num_burnin="num_warmup")
     def __init__(self, step_size: float | Schedule = 1e-2, momentum_decay: float = 0.05,
-                 schedule: str = "constant", temperature: float = 1.0, num_burnin: int = 1000,
+                 schedule: str = "constant", temperature: float = 1.0, num_warmup: int = 1000,
                  num_samples: int = 1000, thinning: int = 1, num_chains: int = 4, batch_size: int | None = None,
                  init: str = "prior", seed: int | None = None) -> None:
-        if not 0.0 <= float(momentum_decay) <= 1.0:
-            raise ValueError(f"momentum_decay must be in [0, 1], got {momentum_decay}")
-        super().__init__(step_size, schedule, temperature, num_burnin, num_samples, thinning, num_chains,
+        self.momentum_decay = check_float(momentum_decay, "momentum_decay", 0.0, 1.0)
+        super().__init__(step_size, schedule, temperature, num_warmup, num_samples, thinning, num_chains,
                          batch_size, init, seed)
-        self.momentum_decay = float(momentum_decay)
 
     def _init_state(self, z: Tensor) -> AdaptiveSGHMCState:
         return adaptive_sghmc_init(z)
@@ -645,7 +420,7 @@ class AdaptiveSGHMC(_SGMCMC):
     def _update(self, state: AdaptiveSGHMCState, grad: Tensor, step_size: float, k: int,
                 noise: Tensor | None) -> AdaptiveSGHMCState:
         return adaptive_sghmc_step(state, grad, step_size, self.momentum_decay, self.temperature,
-                                   adapt=k < self.num_burnin, noise=noise)
+                                   adapt=k < self.num_warmup, noise=noise)
 
 
 class CyclicalSGMCMC(_SGMCMC):
@@ -674,23 +449,14 @@ class CyclicalSGMCMC(_SGMCMC):
                  num_samples: int = 40, exploration: float = 0.8, sampler: str = "sghmc", friction: float = 5.0,
                  noise_estimate: float = 0.0, temperature: float = 1.0, thinning: int = 1, num_chains: int = 4,
                  batch_size: int | None = None, init: str = "prior", seed: int | None = None) -> None:
-        if sampler not in ("sgld", "sghmc"):
-            raise ValueError(f"sampler must be 'sgld' or 'sghmc', got {sampler!r}")
-        if int(num_cycles) < 1:
-            raise ValueError(f"num_cycles must be >= 1, got {num_cycles}")
-        if int(cycle_length) < 1:
-            raise ValueError(f"cycle_length must be >= 1, got {cycle_length}")
-        if not 0.0 <= float(exploration) < 1.0:
-            raise ValueError(f"exploration must be in [0, 1), got {exploration}")
-        if int(num_samples) % int(num_cycles):
+        self.sampler = check_choice(sampler, "sampler", ("sgld", "sghmc"))
+        self.num_cycles = check_int(num_cycles, "num_cycles")
+        self.cycle_length = check_int(cycle_length, "cycle_length")
+        self.exploration = check_float(exploration, "exploration", 0.0, 1.0, high_open=True)
+        if check_int(num_samples, "num_samples") % self.num_cycles:
             raise ValueError(f"num_samples ({num_samples}) must be a multiple of num_cycles ({num_cycles})")
-        _check_friction(friction, noise_estimate, float(temperature))
-        self.num_cycles = int(num_cycles)
-        self.cycle_length = int(cycle_length)
-        self.exploration = float(exploration)
-        self.sampler = sampler
-        self.friction = float(friction)
-        self.noise_estimate = float(noise_estimate)
+        self.friction, self.noise_estimate = _check_friction(friction, noise_estimate,
+                                                             check_float(temperature, "temperature", 0.0))
         super().__init__(step_size, "cyclical", temperature, 0, num_samples, thinning, num_chains, batch_size,
                          init, seed)
         per_cycle = self.num_samples // self.num_cycles

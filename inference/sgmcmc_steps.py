@@ -49,6 +49,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from inference.checks import check_choice, check_float, check_int, positive_float
+
 __all__ = [
     "SCHEDULES",
     "AdaptiveSGHMCState",
@@ -218,10 +220,8 @@ def polynomial_schedule(step_size: float, offset: float, decay: float = POLYNOMI
         offset: iterations over which the step falls by ``2^-decay`` (their ``b``), ``> 0``.
         decay: ``gamma`` in (0.5, 1] (convergence needs ``sum eps = inf``, ``sum eps^2 < inf``).
     """
-    if not offset > 0:
-        raise ValueError(f"offset must be positive, got {offset}")
-    if not 0.5 < decay <= 1.0:
-        raise ValueError(f"decay must be in (0.5, 1], got {decay}")
+    positive_float(offset, "offset")
+    check_float(decay, "decay", 0.5, 1.0, low_open=True)
     return lambda k: step_size * (1.0 + k / offset) ** (-decay)
 
 
@@ -237,8 +237,7 @@ def cyclical_schedule(step_size: float, cycle_length: int) -> Schedule:
         step_size: ``eps_0``, the step at the start of every cycle.
         cycle_length: iterations per cycle ``L = ceil(K / M)``.
     """
-    if int(cycle_length) < 1:
-        raise ValueError(f"cycle_length must be >= 1, got {cycle_length}")
+    check_int(cycle_length, "cycle_length")
     return lambda k: 0.5 * step_size * (math.cos(math.pi * cycle_position(k, cycle_length)) + 1.0)
 
 
@@ -262,8 +261,7 @@ def make_schedule(step_size: float | Schedule, schedule: str = "constant", num_s
         ValueError: unknown schedule, non-positive step size, missing length.
         TypeError: ``step_size`` is neither a number nor a callable.
     """
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    check_choice(schedule, "schedule", SCHEDULES)
     if callable(step_size):
         if schedule != "constant":
             raise ValueError(f"step_size is already a schedule (a callable); leave schedule='constant', "
@@ -272,9 +270,7 @@ def make_schedule(step_size: float | Schedule, schedule: str = "constant", num_s
     if isinstance(step_size, bool) or not isinstance(step_size, (int, float)):
         raise TypeError(f"step_size must be a positive float or a callable k -> step size, "
                         f"got {type(step_size).__name__}")
-    if not (math.isfinite(step_size) and step_size > 0):
-        raise ValueError(f"step_size must be positive and finite, got {step_size}")
-    eps = float(step_size)
+    eps = positive_float(step_size, "step_size")
     if schedule == "constant":
         return constant_schedule(eps)
     if schedule == "polynomial":

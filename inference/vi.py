@@ -26,6 +26,7 @@ from pyro.infer.autoguide.initialization import init_to_median, init_to_sample
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from inference.checks import check_choice, check_float, check_int, positive_float
 from inference.engine import Engine, base_seed, prepare_data, seeded
 from inference.posterior import Posterior
 
@@ -61,29 +62,20 @@ class SVI(Engine):
     def __init__(self, guide: str | Callable[[Any], Any] = "normal", num_steps: int = 2000, lr: float = 0.01,
                  final_lr: float | None = None, num_particles: int = 1, num_samples: int = 1000,
                  rank: int | None = None, init_scale: float = 0.1, seed: int | None = None) -> None:
-        if isinstance(guide, str) and guide not in GUIDES:
-            raise ValueError(f"guide must be one of {sorted(GUIDES)} or a callable, got {guide!r}")
-        if int(num_steps) < 1:
-            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-        if not float(lr) > 0:
-            raise ValueError(f"lr must be positive, got {lr}")
-        if final_lr is not None and not 0 < float(final_lr) <= float(lr):
-            raise ValueError(f"final_lr must be in (0, lr], got {final_lr}")
-        if int(num_particles) < 1:
-            raise ValueError(f"num_particles must be >= 1, got {num_particles}")
-        if int(num_samples) < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        if not float(init_scale) > 0:
-            raise ValueError(f"init_scale must be positive, got {init_scale}")
+        if isinstance(guide, str):
+            check_choice(guide, "guide", GUIDES)
+        elif not callable(guide):
+            raise TypeError(f"guide must be a name or a callable model -> guide, got {type(guide).__name__}")
         self.guide = guide if isinstance(guide, str) else getattr(guide, "__name__", "custom")
         self._guide_fn = guide
-        self.num_steps = int(num_steps)
-        self.lr = float(lr)
-        self.final_lr = float(lr) * 0.1 if final_lr is None else float(final_lr)
-        self.num_particles = int(num_particles)
-        self.num_samples = int(num_samples)
-        self.rank = rank
-        self.init_scale = float(init_scale)
+        self.num_steps = check_int(num_steps, "num_steps")
+        self.lr = positive_float(lr, "lr")
+        self.final_lr = self.lr * 0.1 if final_lr is None else check_float(final_lr, "final_lr", 0.0, self.lr,
+                                                                          low_open=True)
+        self.num_particles = check_int(num_particles, "num_particles")
+        self.num_samples = check_int(num_samples, "num_samples")
+        self.rank = None if rank is None else check_int(rank, "rank")
+        self.init_scale = positive_float(init_scale, "init_scale")
         self.seed = seed
 
     def _make_guide(self, model: Any) -> Any:

@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from bayesnets.bo.problems import Problem, get_problem
 from bayesnets.bo.record import BORecord
+from inference.checks import check_int
 
 __all__ = ["ACQUISITIONS", "build_acquisition", "run_bo"]
 
@@ -124,11 +125,6 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _check_positive(name: str, value: int, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
 def _warn_nan(Y: Tensor, first_row: int, iteration: int) -> None:
     bad = (~torch.isfinite(Y).all(-1)).nonzero().flatten()
     if bad.numel():
@@ -190,11 +186,10 @@ def run_bo(problem: Problem | str, surrogate: str | SurrogateFactory, iterations
         problem = get_problem(problem)
     if not isinstance(problem, Problem):
         raise TypeError(f"problem must be a Problem or a problem name, got {type(problem).__name__}")
-    _check_positive("iterations", iterations, 0)
-    _check_positive("batch_size", batch_size)
-    for name, value in (("num_restarts", num_restarts), ("raw_samples", raw_samples), ("maxiter", maxiter),
-                        ("mc_samples", mc_samples)):
-        _check_positive(name, value)
+    iterations, batch_size = check_int(iterations, "iterations", 0), check_int(batch_size, "batch_size")
+    num_restarts, raw_samples, maxiter, mc_samples = (
+        check_int(value, name) for name, value in (("num_restarts", num_restarts), ("raw_samples", raw_samples),
+                                                   ("maxiter", maxiter), ("mc_samples", mc_samples)))
     multi = problem.is_multi_objective
     acquisition = acquisition or ("qlogehvi" if multi else "qlogei")
     valid = MULTI_OBJECTIVE if multi else SINGLE_OBJECTIVE
@@ -211,7 +206,7 @@ def run_bo(problem: Problem | str, surrogate: str | SurrogateFactory, iterations
         num_init = init_X.shape[0]
     else:
         num_init = problem.paper.num_init if num_init is None else num_init
-        _check_positive("num_init", num_init)
+        num_init = check_int(num_init, "num_init")
     unit = torch.zeros_like(bounds)
     unit[1] = 1.0
 

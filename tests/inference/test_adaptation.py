@@ -61,14 +61,14 @@ def test_step_size_search_scales_with_each_chain(tkwargs):
     def search(scales):
         s = scales.unsqueeze(-1)
 
-        def value_and_grad(z):
+        def grad_and_value(z):
             return -z / s**2, -0.5 * (z**2 / s**2).sum(-1)
 
         z = w * s
-        grad, lp = value_and_grad(z)
+        grad, lp = grad_and_value(z)
         gen = torch.Generator(device=tkwargs["device"]).manual_seed(0)
         return find_reasonable_step_size(z, lp, grad, scales.clone(), torch.ones(3, 5, **tkwargs),
-                                         value_and_grad, gen)
+                                         grad_and_value, gen)
 
     scales = torch.tensor([2.0**-10, 1.0, 2.0**10], **tkwargs)
     unit = search(torch.ones(3, **tkwargs))

@@ -10,7 +10,7 @@ from scenarios import GaussianTarget, assert_moments_match
 from torch import nn
 
 from bayesnets import BayesianNet, Bernoulli, Gaussian
-from inference.flat import FlatView, autograd_value_and_grad
+from inference.density import FlatView, autograd_grad_and_value, make_potential
 from inference.hmc import BatchedHMC, ascend
 from priors import IIDGaussian
 
@@ -255,21 +255,21 @@ def test_fixed_settings_are_respected(tkwargs):
 def test_compiled_leapfrog_matches_eager(tkwargs):
     # compile=True traces one leapfrog step (with the vmapped gradient) and compiles it; the
     # compiled step must reproduce the eager one, and a compiled run must be a valid run.
-    from inference.flat import batched_potential
     from inference.hmc import compile_leapfrog_step
     from inference.integrators import leapfrog_step
 
     x = torch.linspace(-1, 1, 8, **tkwargs).unsqueeze(-1)
     y = x[:, 0] ** 2
     model = BayesianNet(nn.Linear(1, 1).to(**tkwargs), IIDGaussian(1.0), Gaussian(scale=0.5))
-    view, value_and_grad = batched_potential(model, x, y)
-    z = torch.randn(3, view.size, **tkwargs)
+    potential = make_potential(model, x, y, gradient="vmap")
+    grad_and_value = potential.bind(x, y)
+    z = torch.randn(3, potential.view.size, **tkwargs)
     p = torch.randn_like(z)
     h = torch.full((3, 1), 0.1, **tkwargs)
     imm = torch.rand_like(z) + 0.5
-    step = compile_leapfrog_step(value_and_grad, z, imm)
-    grad = value_and_grad(z)[0]
-    for got, want in zip(step(z, p, grad, h, imm), leapfrog_step(z, p, grad, h, imm, value_and_grad)):
+    step = compile_leapfrog_step(grad_and_value, z, imm)
+    grad = grad_and_value(z)[0]
+    for got, want in zip(step(z, p, grad, h, imm), leapfrog_step(z, p, grad, h, imm, grad_and_value)):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
     post = BatchedHMC(num_warmup=30, num_samples=10, num_chains=3, compile=True, seed=0).fit(
         model, x, y, progress=False)
@@ -278,16 +278,16 @@ def test_compiled_leapfrog_matches_eager(tkwargs):
 
 
 def test_fit_runs_mlps_on_the_batched_matmul_potential(tkwargs, monkeypatch):
-    # An MLP BayesianNet is sampled through inference.flat.mlp_potential (eager and compiled);
-    # it is the same density, so from the same seed the draws match the vmapped path's up to
-    # rounding (float64), and the Posterior is the same contract.
-    import inference.hmc as hmc
-    from inference.flat import mlp_potential
+    # An MLP BayesianNet is sampled through the "mlp" path of inference.density (eager and
+    # compiled); it is the same density, so from the same seed the draws match the vmapped
+    # path's up to rounding (float64), and the Posterior is the same contract.
+    import inference.density as density
 
     calls = []
+    mlp_layers = density._mlp_layers
 
     def spy(*args, **kwargs):
-        out = mlp_potential(*args, **kwargs)
+        out = mlp_layers(*args, **kwargs)
         calls.append(out is not None)
         return out
 
@@ -297,11 +297,11 @@ def test_fit_runs_mlps_on_the_batched_matmul_potential(tkwargs, monkeypatch):
     net = nn.Sequential(nn.Linear(2, 6), nn.Tanh(), nn.Linear(6, 1)).to(**tkwargs)
     model = BayesianNet(net, IIDGaussian(1.0), Gaussian(scale=0.2))
     settings = {"num_warmup": 20, "num_samples": 8, "num_chains": 3, "seed": 4}
-    monkeypatch.setattr(hmc, "mlp_potential", spy)
+    monkeypatch.setattr(density, "_mlp_layers", spy)
     fast = BatchedHMC(**settings).fit(model, x, y, progress=False)
     compiled = BatchedHMC(**settings, compile=True).fit(model, x, y, progress=False)
     assert calls == [True, True]
-    monkeypatch.setattr(hmc, "mlp_potential", lambda *args, **kwargs: None)
+    monkeypatch.setattr(density, "_mlp_layers", lambda *args, **kwargs: None)
     vmapped = BatchedHMC(**settings).fit(model, x, y, progress=False)
     assert set(fast.samples) == set(vmapped.samples) == {"0.weight", "0.bias", "2.weight", "2.bias"}
     assert set(fast.stats) == set(vmapped.stats)
@@ -323,7 +323,7 @@ def test_ascend_finds_each_chains_own_mode(tkwargs):
         return torch.where(z[:, 0] < -3.0, torch.full_like(lp, -math.inf), lp)
 
     z0 = torch.tensor([[0.0, 0.0], [3.0, -3.0], [-2.0, 0.0]], **tkwargs)
-    vg = autograd_value_and_grad(log_density)
+    vg = autograd_grad_and_value(log_density)
     z = ascend(vg, z0, steps=600, lr=0.05)
     torch.testing.assert_close(z[:2], mean[:2], atol=2e-2, rtol=0)
     assert -3.0 <= float(z[2, 0]) < -2.9

@@ -42,7 +42,7 @@ def test_members_are_exact_fits_on_their_subsets(tkwargs, objective, ridge):
     # geometrically (rate < 0.7 per epoch here) to the closed-form ridge (MAP) or
     # least-squares (ML) solution on that member's 80% subset.
     x, y, model = _problem(**tkwargs)
-    post = DeepEnsemble(num_members=4, optimizer="sgd", lr=0.1, epochs=300, objective=objective, seed=0).fit(
+    post = DeepEnsemble(num_members=4, optimizer="sgd", lr=0.1, num_epochs=300, objective=objective, seed=0).fit(
         model, x, y, progress=False)
     subsets = post.stats["subsets"][0]
     assert subsets.shape == (4, 24)  # round(0.8 * 30)
@@ -57,7 +57,7 @@ def test_members_are_exact_fits_on_their_subsets(tkwargs, objective, ridge):
 def test_ensemble_posterior_has_members_as_draws(tkwargs, tmp_path):
     x, y, model = _problem(**tkwargs)
     opt = functools.partial(torch.optim.Adam, lr=0.05)
-    post = DeepEnsemble(num_members=5, optimizer=opt, epochs=50, seed=1).fit(model, x, y, progress=False)
+    post = DeepEnsemble(num_members=5, optimizer=opt, num_epochs=50, seed=1).fit(model, x, y, progress=False)
     assert post.num_chains == 1 and post.num_draws == 5
     assert post["weight"].shape == (1, 5, 1, 2) and post["weight"].device == x.device
     assert post.stats["lp"].shape == (1, 5)
@@ -68,9 +68,9 @@ def test_ensemble_posterior_has_members_as_draws(tkwargs, tmp_path):
     back = type(post).load(tmp_path / "ens.safetensors", model=model, device=x.device)
     assert torch.equal(back.stats["subsets"], post.stats["subsets"])
     # Same seed, same members; another seed, other members.
-    again = DeepEnsemble(num_members=5, optimizer=opt, epochs=50, seed=1).fit(model, x, y, progress=False)
+    again = DeepEnsemble(num_members=5, optimizer=opt, num_epochs=50, seed=1).fit(model, x, y, progress=False)
     assert torch.equal(again["weight"], post["weight"])
-    other = DeepEnsemble(num_members=5, optimizer=opt, epochs=50, seed=2).fit(model, x, y, progress=False)
+    other = DeepEnsemble(num_members=5, optimizer=opt, num_epochs=50, seed=2).fit(model, x, y, progress=False)
     assert not torch.equal(other["weight"], post["weight"])
 
 
@@ -79,7 +79,7 @@ def test_minibatch_members_approach_the_same_fits(tkwargs):
     # the optimum, so this checks the minibatch plumbing (rescaling to the subset, the
     # member's own rows) to 0.05, not convergence.
     x, y, model = _problem(**tkwargs)
-    post = DeepEnsemble(num_members=3, lr=0.01, epochs=150, batch_size=8, seed=3).fit(model, x, y, progress=False)
+    post = DeepEnsemble(num_members=3, lr=0.01, num_epochs=150, batch_size=8, seed=3).fit(model, x, y, progress=False)
     subsets = post.stats["subsets"][0]
     for m in range(3):
         torch.testing.assert_close(_members(post)[m], _closed_form(x, y, subsets[m], 1.0), rtol=0, atol=0.05)
@@ -96,7 +96,7 @@ def test_ensemble_of_a_pyro_model(tkwargs):
         with pyro.plate("data", x.shape[0]):
             pyro.sample("obs", dist.Normal(mu, 1.0), obs=y)
 
-    post = DeepEnsemble(num_members=3, optimizer="sgd", lr=0.5, epochs=100, bootstrap_fraction=0.5, seed=0).fit(
+    post = DeepEnsemble(num_members=3, optimizer="sgd", lr=0.5, num_epochs=100, bootstrap_fraction=0.5, seed=0).fit(
         model, x, y, progress=False)
     for m in range(3):
         rows = post.stats["subsets"][0, m]
@@ -117,8 +117,8 @@ def test_bad_settings(tkwargs):
     with pytest.raises(ValueError, match="num_members"):
         DeepEnsemble(num_members=0)
     with pytest.raises(ValueError, match="LBFGS"):
-        DeepEnsemble(optimizer=torch.optim.LBFGS, epochs=1).fit(model, x, y, progress=False)
+        DeepEnsemble(optimizer=torch.optim.LBFGS, num_epochs=1).fit(model, x, y, progress=False)
     with pytest.raises(ValueError, match="subset size"):
-        DeepEnsemble(batch_size=25, epochs=1).fit(model, x, y, progress=False)
+        DeepEnsemble(batch_size=25, num_epochs=1).fit(model, x, y, progress=False)
     with pytest.raises(TypeError, match=r"torch\.Tensor"):
-        DeepEnsemble(epochs=1).fit(model, torch.utils.data.DataLoader(list(zip(x, y))), progress=False)
+        DeepEnsemble(num_epochs=1).fit(model, torch.utils.data.DataLoader(list(zip(x, y))), progress=False)

@@ -86,7 +86,7 @@ def test_sgld_matches_conjugate_linear_regression_with_minibatches(tkwargs):
     x, y, target = _regression(**tkwargs)
     eps, batch = 1e-3, 15
     assert _predicted_cov_bias(x, y, target, batch, eps, None) < BIAS_BUDGET
-    engine = SGLD(step_size=eps, num_burnin=500, num_samples=100, thinning=10, num_chains=64, batch_size=batch,
+    engine = SGLD(step_size=eps, num_warmup=500, num_samples=100, thinning=10, num_chains=64, batch_size=batch,
                   seed=11)
     post = engine.fit(_linear_model(2, **tkwargs), x, y, progress=False)
     assert post["weight"].shape == (64, 100, 1, 2) and post["weight"].dtype == torch.float64
@@ -120,7 +120,7 @@ def test_sghmc_matches_conjugate_linear_regression_for_any_batch_size(tkwargs):
     runs = {}
     for batch, seed in ((N, 21), (N // 2, 22)):
         assert _predicted_cov_bias(x, y, target, batch, eps, friction) < BIAS_BUDGET
-        engine = SGHMC(step_size=eps, friction=friction, num_burnin=200, num_samples=100, thinning=6,
+        engine = SGHMC(step_size=eps, friction=friction, num_warmup=200, num_samples=100, thinning=6,
                        num_chains=64, batch_size=batch, seed=seed)
         post = engine.fit(_linear_model(2, **tkwargs), x, y, progress=False)
         runs[batch] = _coefficients(post)
@@ -135,7 +135,7 @@ def test_adaptive_sghmc_matches_conjugate_linear_regression(tkwargs):
     # _predicted_cov_bias that is < 1% covariance bias with half batches. Rate as above.
     x, y, target = _regression(**tkwargs)
     assert _predicted_cov_bias(x, y, target, N // 2, 0.007, 7.0) < BIAS_BUDGET / 2
-    engine = AdaptiveSGHMC(step_size=2e-2, momentum_decay=0.05, num_burnin=300, num_samples=100, thinning=6,
+    engine = AdaptiveSGHMC(step_size=2e-2, momentum_decay=0.05, num_warmup=300, num_samples=100, thinning=6,
                            num_chains=64, batch_size=N // 2, seed=5)
     post = engine.fit(_linear_model(2, **tkwargs), x, y, progress=False)
     assert_moments_match(_coefficients(post), target)
@@ -171,7 +171,7 @@ def test_sghmc_on_a_pyro_model_with_a_subsampled_plate(tkwargs):
         with pyro.plate("data", 20, subsample_size=x.shape[0]):
             pyro.sample("obs", dist.Normal(mu, 1.0), obs=y)
 
-    engine = SGHMC(step_size=0.02, friction=9.0, num_burnin=60, num_samples=60, thinning=5, num_chains=8,
+    engine = SGHMC(step_size=0.02, friction=9.0, num_warmup=60, num_samples=60, thinning=5, num_chains=8,
                    batch_size=10, seed=4)
     post = engine.fit(model, x, y, progress=False)
     assert post["mu"].shape == (8, 60)
@@ -189,7 +189,7 @@ def test_pyro_model_without_subsampling_is_refused_on_minibatches(tkwargs):
             pyro.sample("obs", dist.Normal(mu, 1.0), obs=y)
 
     with pytest.raises(ValueError, match="subsampled plate"):
-        SGLD(num_burnin=1, num_samples=1, batch_size=5).fit(model, x, y, progress=False)
+        SGLD(num_warmup=1, num_samples=1, batch_size=5).fit(model, x, y, progress=False)
 
 
 def test_trace_potential_of_bayesian_net_equals_its_log_density(tkwargs):
@@ -215,7 +215,7 @@ def test_zero_temperature_sghmc_is_sgd_with_momentum(tkwargs):
     x, y, _ = _regression(**tkwargs)
     model = _linear_model(2, **tkwargs)
     eps, friction = 0.05, 4.0
-    post = SGHMC(step_size=eps, friction=friction, temperature=0.0, num_burnin=0, num_samples=40, num_chains=1,
+    post = SGHMC(step_size=eps, friction=friction, temperature=0.0, num_warmup=0, num_samples=40, num_chains=1,
                  init="zeros", seed=0).fit(model, x, y, progress=False)
     params = {n: torch.zeros(s, **tkwargs, requires_grad=True) for n, s in model.latent_shapes(x).items()}
     opt = torch.optim.SGD(list(params.values()), lr=eps**2, momentum=1 - eps * friction)
@@ -230,19 +230,19 @@ def test_zero_temperature_sghmc_is_sgd_with_momentum(tkwargs):
 def test_same_seed_same_draws_and_chains_differ(tkwargs):
     x, y, _ = _regression(**tkwargs)
     model = _linear_model(2, **tkwargs)
-    engine = SGLD(step_size=1e-3, num_burnin=10, num_samples=20, num_chains=3, batch_size=10, seed=7)
+    engine = SGLD(step_size=1e-3, num_warmup=10, num_samples=20, num_chains=3, batch_size=10, seed=7)
     a = engine.fit(model, x, y, progress=False)
     b = engine.fit(model, x, y, progress=False)
     assert torch.equal(a["weight"], b["weight"]) and torch.equal(a.stats["lp"], b.stats["lp"])
     assert not torch.equal(a["weight"][0], a["weight"][1])
-    c = SGLD(step_size=1e-3, num_burnin=10, num_samples=20, num_chains=3, batch_size=10, seed=8).fit(
+    c = SGLD(step_size=1e-3, num_warmup=10, num_samples=20, num_chains=3, batch_size=10, seed=8).fit(
         model, x, y, progress=False)
     assert not torch.equal(a["weight"], c["weight"])
     # seed=None follows torch's global seed.
     torch.manual_seed(3)
-    d = SGLD(step_size=1e-3, num_burnin=5, num_samples=5, num_chains=2).fit(model, x, y, progress=False)
+    d = SGLD(step_size=1e-3, num_warmup=5, num_samples=5, num_chains=2).fit(model, x, y, progress=False)
     torch.manual_seed(3)
-    e = SGLD(step_size=1e-3, num_burnin=5, num_samples=5, num_chains=2).fit(model, x, y, progress=False)
+    e = SGLD(step_size=1e-3, num_warmup=5, num_samples=5, num_chains=2).fit(model, x, y, progress=False)
     assert torch.equal(d["bias"], e["bias"])
 
 
@@ -251,7 +251,7 @@ def test_dataloader_data(tkwargs):
     model = _linear_model(2, **tkwargs)
     loader = DataLoader(TensorDataset(x, y), batch_size=8, shuffle=True,
                         generator=torch.Generator().manual_seed(0))
-    post = SGHMC(step_size=1e-2, friction=10.0, num_burnin=20, num_samples=10, num_chains=2, seed=1).fit(
+    post = SGHMC(step_size=1e-2, friction=10.0, num_warmup=20, num_samples=10, num_chains=2, seed=1).fit(
         model, loader, progress=False)
     assert post["weight"].shape == (2, 10, 1, 2)
     assert post.attrs["num_data"] == N and post.attrs["batch_size"] == 8
@@ -269,7 +269,7 @@ def test_posterior_of_a_bnn_predicts_and_round_trips(tkwargs, tmp_path):
     y = torch.sin(2 * x).squeeze(-1) + 0.1 * torch.randn(40, **tkwargs)
     net = nn.Sequential(nn.Linear(1, 16), nn.Tanh(), nn.Linear(16, 1)).to(**tkwargs)
     model = BayesianNet(net, IIDGaussian(1.0), Gaussian(scale=0.1))
-    post = SGHMC(step_size=3e-3, friction=20.0, num_burnin=300, num_samples=20, thinning=5, num_chains=4,
+    post = SGHMC(step_size=3e-3, friction=20.0, num_warmup=300, num_samples=20, thinning=5, num_chains=4,
                  batch_size=10, seed=0).fit(model, x, y, progress=False)
     pred = post.predict(x)
     assert pred.f.shape == (4, 20, 40, 1)
@@ -284,7 +284,7 @@ def test_posterior_of_a_bnn_predicts_and_round_trips(tkwargs, tmp_path):
 def test_a_diverging_chain_raises_with_the_fix(tkwargs):
     x, y, _ = _regression(**tkwargs)
     with pytest.raises(FloatingPointError, match="lower step_size"):
-        SGLD(step_size=5.0, num_burnin=200, num_samples=1, num_chains=2).fit(_linear_model(2, **tkwargs), x, y,
+        SGLD(step_size=5.0, num_warmup=200, num_samples=1, num_chains=2).fit(_linear_model(2, **tkwargs), x, y,
                                                                              progress=False)
 
 
@@ -324,5 +324,5 @@ def test_bad_input(tkwargs):
     with pytest.raises(ValueError, match="y must have one row per row of x"):
         SGLD().fit(model, x, y[:-1], progress=False)
     with pytest.raises(ValueError, match="iteration 3"):
-        SGLD(step_size=lambda k: 1e-3 if k < 3 else -1.0, num_burnin=5, num_samples=1).fit(
+        SGLD(step_size=lambda k: 1e-3 if k < 3 else -1.0, num_warmup=5, num_samples=1).fit(
             model, x, y, progress=False)

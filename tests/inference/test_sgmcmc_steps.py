@@ -130,7 +130,7 @@ def test_make_schedule_checks_its_input():
         make_schedule(0.1, "exponential")
     with pytest.raises(ValueError, match="step_size must be positive"):
         make_schedule(-0.1)
-    with pytest.raises(ValueError, match="step_size must be positive"):
+    with pytest.raises(ValueError, match="step_size must be a finite number"):
         make_schedule(float("nan"))
     with pytest.raises(TypeError, match="step_size"):
         make_schedule("0.1")  # type: ignore[arg-type]

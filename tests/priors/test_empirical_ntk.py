@@ -88,7 +88,7 @@ def test_linearised_gradient_descent_is_ntk_kernel_regression(tkwargs):
         trained = f_lin(params, x_test).squeeze(-1)
         f0_train, f0_test = net(x).squeeze(-1), net(x_test).squeeze(-1)
     predicted = ntk_regression(
-        theta, empirical_ntk(net, x_test, x), y, f0_train=f0_train, f0_test=f0_test, lr=lr, steps=steps
+        theta, empirical_ntk(net, x_test, x), y, f0_train=f0_train, f0_test=f0_test, lr=lr, num_steps=steps
     )
     assert torch.allclose(trained, predicted, atol=1e-9)
 

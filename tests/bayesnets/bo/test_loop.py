@@ -22,9 +22,9 @@ from bayesnets.surrogates import SURROGATES, make_surrogate
 FAST = {
     "hmc": {"engine_options": {"num_warmup": 50, "num_samples": 16}},
     "nuts": {"engine_options": {"num_warmup": 30, "num_samples": 30, "max_tree_depth": 4}},
-    "sghmc": {"engine_options": {"num_burnin": 300, "num_samples": 16, "thinning": 10}},
+    "sghmc": {"engine_options": {"num_warmup": 300, "num_samples": 16, "thinning": 10}},
     "svi": {"engine_options": {"num_steps": 300, "num_samples": 32}},
-    "ensemble": {"engine_options": {"num_members": 5, "epochs": 200}},
+    "ensemble": {"engine_options": {"num_members": 5, "num_epochs": 200}},
 }
 ITERATIONS = 3
 

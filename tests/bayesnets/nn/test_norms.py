@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from bayesnets.nn import PowerNorm
-from inference.flat import batched_potential
+from inference.density import make_potential
 
 # Small enough that the eps / s^2 term of the fixed point (see norms.py) is below float64
 # round-off at the tolerances used; the layer's default is 1e-5.
@@ -166,10 +166,11 @@ def test_in_bayesian_net_with_svi(fit_small_regression):
     assert pred.f.shape == (1, 16, 48, 1) and torch.isfinite(pred.f).all()
     # The engines' vectorised gradient (vmap over chains of grad) also runs in eval mode and
     # equals per-chain autograd.
-    view, potential = batched_potential(model, x, y)
+    potential = make_potential(model, x, y, gradient="vmap")
+    view = potential.view
     z = torch.stack([view.ravel(model.unconstrain({n: v[0, k] for n, v in post.samples.items()}))
                      for k in range(3)])
-    grad, value = potential(z)
+    grad, value = potential(z, x, y)
     for k in range(3):
         zk = z[k].clone().requires_grad_()
         lp = model.log_density(view.unravel(zk), x, y)

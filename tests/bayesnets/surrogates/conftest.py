@@ -23,10 +23,10 @@ FAST = {
     "nuts": {"width": 16, "depth": 1, "engine_options": {"num_warmup": 40, "num_samples": 20, "max_tree_depth": 5}},
     # SGHMC needs its default 1000 burn-in steps; on a 16 x 1 net it did not reach a fit at the
     # default step size, on 32 x 2 it did (relative training RMSE 0.05 in the 1-D test).
-    "sghmc": {"width": 32, "depth": 2, "engine_options": {"num_burnin": 1000, "num_samples": 10, "thinning": 5,
+    "sghmc": {"width": 32, "depth": 2, "engine_options": {"num_warmup": 1000, "num_samples": 10, "thinning": 5,
                                                           "num_chains": 2}},
     "svi": {"width": 16, "depth": 1, "engine_options": {"num_steps": 600, "num_samples": 20}},
-    "ensemble": {"width": 16, "depth": 1, "engine_options": {"num_members": 5, "epochs": 300, "lr": 0.05}},
+    "ensemble": {"width": 16, "depth": 1, "engine_options": {"num_members": 5, "num_epochs": 300, "lr": 0.05}},
     "dkl": {"width": 16},
     "tprocess": {},
     "pfn": {},
