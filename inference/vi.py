@@ -1,7 +1,8 @@
 """Stochastic variational inference with Pyro autoguides.
 
-The guide is optimised with a plain torch optimiser on Pyro's differentiable ELBO inside
-a private scope of Pyro's parameter store, so a fit never reads or overwrites the
+The guide is optimised by the trainers' loop (:func:`inference.training.loop.optimize`: Adam,
+exponential decay to ``final_lr``, a stop at a non-finite ELBO) on Pyro's differentiable ELBO
+inside a private scope of Pyro's parameter store, so a fit never reads or overwrites the
 caller's parameters (two fits in one session cannot leak into each other). The result is a
 :class:`~inference.posterior.Posterior` of ``num_samples`` draws from the fitted guide
 (one chain), with the ELBO trace in ``stats["elbo"]``.
@@ -24,11 +25,11 @@ from pyro.infer.autoguide import (
 )
 from pyro.infer.autoguide.initialization import init_to_median, init_to_sample
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from inference.checks import check_choice, check_float, check_int, positive_float
 from inference.engine import Engine, base_seed, prepare_data, seeded
 from inference.posterior import Posterior
+from inference.training.loop import optimize
 
 __all__ = ["GUIDES", "SVI"]
 
@@ -109,26 +110,12 @@ class SVI(Engine):
             guide = self._make_guide(model)
             guide(x, y)  # creates the guide's parameters from the model's sites
             params = [p for p in guide.parameters() if p.requires_grad]
-            optim = torch.optim.Adam(params, lr=self.lr)
-            gamma = (self.final_lr / self.lr) ** (1.0 / max(self.num_steps - 1, 1))
-            sched = torch.optim.lr_scheduler.ExponentialLR(optim, gamma)
             loss_fn = Trace_ELBO(num_particles=self.num_particles).differentiable_loss
-            elbo = torch.empty(self.num_steps, dtype=torch.float64)
-            bar = tqdm(range(self.num_steps), desc="SVI", disable=not progress, leave=False)
-            for step in bar:
-                optim.zero_grad(set_to_none=True)
-                loss = loss_fn(model, guide, x, y)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"the ELBO became {loss.item()} at step {step}: lower lr (now {self.lr}) or "
-                        "init_scale, or check the model's priors"
-                    )
-                loss.backward()
-                optim.step()
-                sched.step()
-                elbo[step] = -loss.item()
-                if step % 50 == 0:
-                    bar.set_postfix(elbo=f"{-loss.item():.4g}")
+            # A non-finite ELBO stops the loop with the fix named (lower lr; here also init_scale).
+            result = optimize(guide, lambda: loss_fn(model, guide, x, y), self.num_steps, params=params,
+                              optimizer="adam", lr=self.lr, schedule="exponential", final_lr=self.final_lr,
+                              progress=progress, desc="SVI")
+            elbo = -result.history["loss"]
             draws = self._draw(guide, x, y)
         attrs = {"engine": "SVI", **self.settings(), "seed": seed, "seconds": time.perf_counter() - start}
         return Posterior(draws, {"elbo": elbo.to(x.device)}, model=model, data=(x, y), attrs=attrs)
