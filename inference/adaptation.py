@@ -1,5 +1,5 @@
 """Warm-up adaptation for HMC, per chain and vectorised over chains: plain functions and
-small state tuples (DESIGN.md convention 2).
+small state tuples (docs/design.md, convention 2).
 
 * Step size: dual averaging towards a target acceptance probability (Nesterov 2009; Hoffman
   & Gelman 2014, arXiv:1111.4246, Sec. 3.2.1), one independent controller per chain, and the

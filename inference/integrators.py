@@ -8,7 +8,7 @@ dynamics", arXiv:1206.1901, Sec. 5.2); the leapfrog integrator is the
 velocity-Verlet scheme, time-reversible and volume-preserving, with a global energy
 error of order ``step_size^2``.
 
-These are plain functions with no state (DESIGN.md convention 2); the runner in
+These are plain functions with no state (docs/design.md, convention 2); the runner in
 :mod:`inference.hmc` strings them together.
 """
 
