@@ -62,13 +62,10 @@ NOISE_PRIOR_MEDIAN, NOISE_PRIOR_LOG_SD = 0.05, 0.5
 WEIGHT_SCALE, BIAS_SCALE = 4.0, 1.0
 #: Prior scale of the read-out weights (before the 1/sqrt(width) division); it bounds the
 #: outputs' prior standard deviation by about sqrt(OUTPUT_SCALE² + BIAS_SCALE²) on standardised
-#: outcomes. A trade-off, measured (docs/bo.md, ``benchmarks/surrogate_fit.py``): with 1 (an
-#: amplitude like a GP's output scale) the members of a fit to five points disagree less at the
-#: cube's corners, and with a fixed noise of 0.01 HMC improved on a 5-point design within three
-#: batches in 7 of 8 runs of the bowl of tests/bayesnets/bo/test_loop.py (6 of 8 with 4); but the
-#: held-out relative RMSE rose from 0.34 to 0.66-0.75 on Branin (15 points; heavy-tailed
-#: standardised values need the amplitude) and from 0.77 to 0.90 on Hartmann-6. With 2: 0.39-0.44
-#: and 0.79-0.81, and still 6 of 8. So the default stays at the hidden layers' scale.
+#: outcomes. The hidden layers' scale: a smaller one (an amplitude like a GP's output scale)
+#: makes members of a five-point fit disagree less at the cube's corners but doubles the
+#: held-out error where standardised values are heavy-tailed (tuned with
+#: ``benchmarks/surrogate_fit.py``; the trade-off is measured in docs/bo.md).
 OUTPUT_SCALE = WEIGHT_SCALE
 #: Seed offset of the observation-noise base samples (kept apart from the fit's seed).
 NOISE_SEED_OFFSET = 7919
@@ -226,17 +223,13 @@ class NetEnsembleModel(EnsembleModel):
 INFERENCE = ("hmc", "nuts", "sghmc", "svi")
 
 #: BatchedHMC defaults: 16 chains, each started from a prior draw moved by 100 Adam steps up the
-#: log joint (``pretrain_steps``, the paper's HMC pre-training), then 30 warm-up transitions and
-#: 5 kept = 80 members, at most 6 leapfrog steps per transition, on a one-hidden-layer net
-#: (``HMC_NET``). On a CPU the batched gradient costs about the same for 4 or 16 chains (it is
-#: bound by per-operation overhead), so many short chains buy members almost for free, and the
-#: gradient count (at most 100 + 35 x 6 = 310) sets the fit's cost. Measured on 2 shared cores
-#: (``python benchmarks/surrogate_fit.py``: relative test RMSE of the mean on 300 uniform points,
-#: two seeds; fit seconds): Branin, 15 points: GP 0.69; HMC without
-#: pre-training, 60 warm-up, <= 8 steps 0.36 / 0.35 in 1.1 / 0.9 s; these defaults 0.34 / 0.35
-#: in 0.7 / 0.6 s. Hartmann-6, 40 points: GP 0.80; old 0.81 / 0.80 in 0.9 s; these 0.77 / 0.76
-#: in 0.8 / 0.7 s. Earlier, 4 chains x (100 + 25) with 32 steps on a 50 x 2 net: 0.37 in 9.3 s on
-#: Hartmann-6. Issue 12's budget is 5x the GP per BO iteration; raise ``max_num_steps`` or
+#: log joint (``pretrain_steps``, the pre-training of arXiv 2305.20028), then 30 warm-up
+#: transitions and 5 kept = 80 members, at most 6 leapfrog steps per transition, on a
+#: one-hidden-layer net (``HMC_NET``). On a CPU the batched gradient costs about the same for 4 or
+#: 16 chains (it is bound by per-operation overhead), so many short chains buy members almost for
+#: free and the gradient count (at most 100 + 35 x 6 = 310) sets the cost; sized for issue 12's
+#: budget of 5x the GP per BO iteration, tuned with ``benchmarks/surrogate_fit.py`` on Branin and
+#: Hartmann-6 (held-out error and fit time in docs/surrogates.md). Raise ``max_num_steps`` or
 #: ``num_warmup`` for a closer fit.
 HMC_DEFAULTS = {"num_chains": 16, "num_warmup": 30, "num_samples": 5, "max_num_steps": 6,
                 "pretrain_steps": 100, "pretrain_lr": 0.05}
@@ -244,8 +237,7 @@ HMC_DEFAULTS = {"num_chains": 16, "num_warmup": 30, "num_samples": 5, "max_num_s
 #: gradient's cost against two, at the same held-out error on Hartmann-6 (above).
 HMC_NET = {"depth": 1}
 #: Pyro NUTS runs chains one after another and pays Pyro's per-gradient overhead: one chain of
-#: 50 + 50 with trees of depth <= 5. With 100 + 100 and depth 6 a fit took 40-55 s on 20-60
-#: points of Hartmann-6 (2 shared cores), against 0.4 s for the GP.
+#: 50 + 50 with trees of depth <= 5 keeps a fit to tens of seconds (docs/surrogates.md).
 NUTS_DEFAULTS = {"num_chains": 1, "num_warmup": 50, "num_samples": 50, "max_tree_depth": 5}
 #: AdaptiveSGHMC as BOHAMIANN in the paper (mdecay 0.05) with a shorter run: 4 chains, 1000
 #: burn-in iterations, 25 draws each thinned by 20; full batches up to 64 rows. Step 3e-3, not
