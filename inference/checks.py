@@ -23,11 +23,13 @@ from typing import Any, TypeVar
 
 __all__ = [
     "INIT_STRATEGIES",
+    "Configurable",
     "canonical_kwargs",
     "check_choice",
     "check_float",
     "check_init",
     "check_int",
+    "check_name_or_callable",
     "positive_float",
     "renamed_attributes",
     "renamed_kwargs",
@@ -122,6 +124,40 @@ def check_choice(value: T, name: str, choices: Iterable[T]) -> T:
 def check_init(init: str, name: str = "init") -> str:
     """A start-point strategy from :data:`INIT_STRATEGIES`."""
     return check_choice(init, name, INIT_STRATEGIES)
+
+
+def check_name_or_callable(value: Any, name: str, choices: Iterable[str], what: str) -> str:
+    """A setting given by name (one of ``choices``) or as a callable (``what`` says its
+    signature, e.g. ``"params -> Optimizer"``); returns the label to record: the name, or the
+    callable's ``__name__`` (``"custom"`` without one).
+
+    Raises:
+        ValueError: an unknown name (listing the choices).
+        TypeError: neither a name nor a callable.
+    """
+    if isinstance(value, str):
+        return check_choice(value, name, choices)
+    if not callable(value):
+        raise TypeError(f"{name} must be a name or a callable {what}, got {type(value).__name__}")
+    return getattr(value, "__name__", "custom")
+
+
+class Configurable:
+    """Settings in ``__init__``, recorded: the shared base of engines and trainers.
+
+    :meth:`settings` is every public attribute holding a JSON scalar (what a ``Posterior`` or a
+    ``Fit`` records in its ``attrs``, and what a checkpoint is matched on); private attributes
+    (``_name``) hold the objects behind them (callables, tensors).
+    """
+
+    def settings(self) -> dict[str, Any]:
+        """JSON-friendly settings."""
+        return {k: v for k, v in vars(self).items()
+                if not k.startswith("_") and isinstance(v, (int, float, str, bool, type(None)))}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.settings().items())
+        return f"{type(self).__name__}({args})"
 
 
 # ================================================================= renamed settings

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from inference.checks import check_init, check_int
+from inference.checks import Configurable, check_init, check_int
 from inference.data import check_data
 from inference.posterior import Posterior
 from inference.seeding import base_seed, seeded
@@ -53,7 +53,7 @@ def chain_settings(num_warmup: Any, num_samples: Any, num_chains: Any, init: str
             check_int(num_chains, "num_chains"), check_init(init))
 
 
-class Engine(ABC):
+class Engine(Configurable, ABC):
     """Base class of inference engines: settings in ``__init__``, data in :meth:`fit`.
 
     Engines never print; they report through a tqdm bar (``progress=False`` turns it
@@ -64,11 +64,4 @@ class Engine(ABC):
     def fit(self, model: Any, x: Tensor, y: Tensor | None = None, progress: bool = True) -> Posterior:
         """Condition ``model`` on ``(x, y)`` and return its posterior."""
 
-    def settings(self) -> dict[str, Any]:
-        """JSON-friendly settings recorded in ``Posterior.attrs``."""
-        return {k: v for k, v in vars(self).items()
-                if not k.startswith("_") and isinstance(v, (int, float, str, bool, type(None)))}
 
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.settings().items())
-        return f"{type(self).__name__}({args})"

@@ -27,7 +27,15 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from inference.checks import check_choice, check_float, check_init, check_int, positive_float, renamed_kwargs
+from inference.checks import (
+    check_choice,
+    check_float,
+    check_init,
+    check_int,
+    check_name_or_callable,
+    positive_float,
+    renamed_kwargs,
+)
 from inference.data import minibatch_indices
 from inference.density import make_potential
 from inference.engine import Engine, base_seed, float_like, prepare_data, seeded
@@ -77,12 +85,7 @@ class DeepEnsemble(Engine):
                  init: str = "prior", seed: int | None = None) -> None:
         self.num_members = check_int(num_members, "num_members")
         self.bootstrap_fraction = check_float(bootstrap_fraction, "bootstrap_fraction", 0.0, 1.0, low_open=True)
-        if isinstance(optimizer, str):
-            check_choice(optimizer, "optimizer", OPTIMIZERS)
-        elif not callable(optimizer):
-            raise TypeError(f"optimizer must be a name or a callable params -> Optimizer, got "
-                            f"{type(optimizer).__name__}")
-        self.optimizer = optimizer if isinstance(optimizer, str) else getattr(optimizer, "__name__", "custom")
+        self.optimizer = check_name_or_callable(optimizer, "optimizer", OPTIMIZERS, "params -> Optimizer")
         self._optimizer = optimizer
         self.lr = positive_float(lr, "lr")
         self.num_epochs = check_int(num_epochs, "num_epochs")

@@ -26,7 +26,7 @@ from pyro.infer.autoguide import (
 from pyro.infer.autoguide.initialization import init_to_median, init_to_sample
 from torch import Tensor
 
-from inference.checks import check_choice, check_float, check_int, positive_float
+from inference.checks import check_float, check_int, check_name_or_callable, positive_float
 from inference.engine import Engine, base_seed, prepare_data, seeded
 from inference.posterior import Posterior
 from inference.training.loop import optimize
@@ -63,11 +63,7 @@ class SVI(Engine):
     def __init__(self, guide: str | Callable[[Any], Any] = "normal", num_steps: int = 2000, lr: float = 0.01,
                  final_lr: float | None = None, num_particles: int = 1, num_samples: int = 1000,
                  rank: int | None = None, init_scale: float = 0.1, seed: int | None = None) -> None:
-        if isinstance(guide, str):
-            check_choice(guide, "guide", GUIDES)
-        elif not callable(guide):
-            raise TypeError(f"guide must be a name or a callable model -> guide, got {type(guide).__name__}")
-        self.guide = guide if isinstance(guide, str) else getattr(guide, "__name__", "custom")
+        self.guide = check_name_or_callable(guide, "guide", GUIDES, "model -> guide")
         self._guide_fn = guide
         self.num_steps = check_int(num_steps, "num_steps")
         self.lr = positive_float(lr, "lr")

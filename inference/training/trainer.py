@@ -18,7 +18,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from inference.checks import check_choice, check_float, check_int, positive_float
+from inference.checks import Configurable, check_choice, check_float, check_int, check_name_or_callable, positive_float
 from inference.training.checkpoint import Checkpoint
 from inference.training.fit import Fit
 from inference.training.loop import OPTIMIZERS, SCHEDULES, LoopResult, optimize
@@ -26,7 +26,7 @@ from inference.training.loop import OPTIMIZERS, SCHEDULES, LoopResult, optimize
 __all__ = ["Trainer"]
 
 
-class Trainer(ABC):
+class Trainer(Configurable, ABC):
     """Base class of training procedures that return a point estimate.
 
     Args:
@@ -57,11 +57,7 @@ class Trainer(ABC):
                  checkpoint_path: str | Path | None = None, checkpoint_every: int = 0, resume: bool = True,
                  callback: Callable[[int, dict[str, float]], None] | None = None) -> None:
         self.num_steps = check_int(num_steps, "num_steps")
-        if isinstance(optimizer, str):
-            check_choice(optimizer, "optimizer", OPTIMIZERS)
-        elif not callable(optimizer):
-            raise TypeError(f"optimizer must be a name or a callable, got {type(optimizer).__name__}")
-        self.optimizer = optimizer if isinstance(optimizer, str) else getattr(optimizer, "__name__", "custom")
+        self.optimizer = check_name_or_callable(optimizer, "optimizer", OPTIMIZERS, "params -> Optimizer")
         self._optimizer = optimizer
         self.lr = positive_float(lr, "lr")
         self.weight_decay = check_float(weight_decay, "weight_decay", 0.0)
@@ -86,15 +82,6 @@ class Trainer(ABC):
     @abstractmethod
     def fit(self, model: Any, data: Any = None, progress: bool = True) -> Fit:
         """Train ``model`` on ``data`` and return the :class:`Fit`."""
-
-    def settings(self) -> dict[str, Any]:
-        """JSON-friendly settings, recorded in ``Fit.attrs`` and in checkpoints."""
-        return {k: v for k, v in vars(self).items()
-                if not k.startswith("_") and isinstance(v, (int, float, str, bool, type(None)))}
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.settings().items())
-        return f"{type(self).__name__}({args})"
 
     # ------------------------------------------------------------------ for subclasses
     #: Settings that do not change the numbers (where and how often to checkpoint): a run may

@@ -104,74 +104,35 @@ class _NoGradCase(_WideKernelCase):
         super().tearDown()
 
 
-class TestNNGPReLU(_WideKernelCase, unittest.TestCase):
-    kernel_class = NNGPKernel
-    kernel_kwargs: ClassVar[dict] = {"activation": "relu", "weight_variance": 1.7, "bias_variance": 0.2}
+#: One test class per configuration: name -> (kernel, base case, constructor arguments).
+CONFIGURATIONS: dict[str, tuple[type, type, dict]] = {
+    "NNGPReLU": (NNGPKernel, _WideKernelCase, {"activation": "relu", "weight_variance": 1.7, "bias_variance": 0.2}),
+    "NNGPReLUNoBias": (NNGPKernel, _WideKernelCase, {"activation": "relu", "weight_variance": 2.0,
+                                                     "bias_variance": 0.0}),
+    "NNGPReLUNoGrad": (NNGPKernel, _NoGradCase, {"activation": "relu", "weight_variance": 1.7, "bias_variance": 0.2}),
+    "NNGPErf": (NNGPKernel, _WideKernelCase, {"activation": "erf", "weight_variance": 1.5, "bias_variance": 0.1}),
+    "NNGPTanhQuadrature": (NNGPKernel, _QuadratureCase, {"activation": "tanh", "weight_variance": 1.5,
+                                                         "bias_variance": 0.1}),
+    "NNGPCallableQuadratureNoBias": (NNGPKernel, _QuadratureCase, {"activation": _softsign, "weight_variance": 1.5,
+                                                                   "bias_variance": 0.0}),
+    "NTKReLU": (NTKKernel, _WideKernelCase, {"activation": "relu", "weight_variance": 1.7, "bias_variance": 0.2}),
+    "NTKReLUNoBias": (NTKKernel, _WideKernelCase, {"activation": "relu", "weight_variance": 2.0,
+                                                   "bias_variance": 0.0}),
+    "NTKReLUNoGradNoBias": (NTKKernel, _NoGradCase, {"activation": "relu", "weight_variance": 2.0,
+                                                     "bias_variance": 0.0}),
+    "NTKLeakyReLUNoGrad": (NTKKernel, _NoGradCase, {"activation": "leaky_relu", "negative_slope": 0.2,
+                                                    "weight_variance": 1.7, "bias_variance": 0.2}),
+    "NTKErf": (NTKKernel, _WideKernelCase, {"activation": "erf", "weight_variance": 1.5, "bias_variance": 0.1}),
+    "NTKTanhQuadrature": (NTKKernel, _QuadratureCase, {"activation": "tanh", "weight_variance": 1.5,
+                                                       "bias_variance": 0.1}),
+    "NTKCallableQuadratureNoBias": (NTKKernel, _QuadratureCase, {"activation": _softsign, "weight_variance": 1.5,
+                                                                 "bias_variance": 0.0}),
+}
 
-
-class TestNNGPReLUNoBias(_WideKernelCase, unittest.TestCase):
-    kernel_class = NNGPKernel
-    kernel_kwargs: ClassVar[dict] = {"activation": "relu", "weight_variance": 2.0, "bias_variance": 0.0}
-
-
-class TestNNGPReLUNoGrad(_NoGradCase, unittest.TestCase):
-    kernel_class = NNGPKernel
-    kernel_kwargs: ClassVar[dict] = {"activation": "relu", "weight_variance": 1.7, "bias_variance": 0.2}
-
-
-class TestNNGPErf(_WideKernelCase, unittest.TestCase):
-    kernel_class = NNGPKernel
-    kernel_kwargs: ClassVar[dict] = {"activation": "erf", "weight_variance": 1.5, "bias_variance": 0.1}
-
-
-class TestNNGPTanhQuadrature(_QuadratureCase, unittest.TestCase):
-    kernel_class = NNGPKernel
-    kernel_kwargs: ClassVar[dict] = {"activation": "tanh", "weight_variance": 1.5, "bias_variance": 0.1}
-
-
-class TestNNGPCallableQuadratureNoBias(_QuadratureCase, unittest.TestCase):
-    kernel_class = NNGPKernel
-    kernel_kwargs: ClassVar[dict] = {"activation": _softsign, "weight_variance": 1.5, "bias_variance": 0.0}
-
-
-class TestNTKReLU(_WideKernelCase, unittest.TestCase):
-    kernel_class = NTKKernel
-    kernel_kwargs: ClassVar[dict] = {"activation": "relu", "weight_variance": 1.7, "bias_variance": 0.2}
-
-
-class TestNTKReLUNoBias(_WideKernelCase, unittest.TestCase):
-    kernel_class = NTKKernel
-    kernel_kwargs: ClassVar[dict] = {"activation": "relu", "weight_variance": 2.0, "bias_variance": 0.0}
-
-
-class TestNTKReLUNoGradNoBias(_NoGradCase, unittest.TestCase):
-    kernel_class = NTKKernel
-    kernel_kwargs: ClassVar[dict] = {"activation": "relu", "weight_variance": 2.0, "bias_variance": 0.0}
-
-
-class TestNTKLeakyReLUNoGrad(_NoGradCase, unittest.TestCase):
-    kernel_class = NTKKernel
-    kernel_kwargs: ClassVar[dict] = {
-        "activation": "leaky_relu",
-        "negative_slope": 0.2,
-        "weight_variance": 1.7,
-        "bias_variance": 0.2,
-    }
-
-
-class TestNTKErf(_WideKernelCase, unittest.TestCase):
-    kernel_class = NTKKernel
-    kernel_kwargs: ClassVar[dict] = {"activation": "erf", "weight_variance": 1.5, "bias_variance": 0.1}
-
-
-class TestNTKTanhQuadrature(_QuadratureCase, unittest.TestCase):
-    kernel_class = NTKKernel
-    kernel_kwargs: ClassVar[dict] = {"activation": "tanh", "weight_variance": 1.5, "bias_variance": 0.1}
-
-
-class TestNTKCallableQuadratureNoBias(_QuadratureCase, unittest.TestCase):
-    kernel_class = NTKKernel
-    kernel_kwargs: ClassVar[dict] = {"activation": _softsign, "weight_variance": 1.5, "bias_variance": 0.0}
+for _name, (_kernel, _base, _kwargs) in CONFIGURATIONS.items():
+    # module-level classes named Test*, which pytest collects as unittest cases
+    globals()[f"Test{_name}"] = type(f"Test{_name}", (_base, unittest.TestCase),
+                                     {"kernel_class": _kernel, "kernel_kwargs": _kwargs, "__module__": __name__})
 
 
 def _relu_depth_one_by_hand(x: list[float], y: list[float], wv: float, bv: float) -> tuple[float, float]:
