@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 from bayesnets.bo.problems import Problem, get_problem
 from bayesnets.bo.record import BORecord
 from inference.checks import check_int
+from inference.seeding import seeded
 
 __all__ = ["ACQUISITIONS", "build_acquisition", "run_bo"]
 
@@ -210,9 +211,7 @@ def run_bo(problem: Problem | str, surrogate: str | SurrogateFactory, iterations
     unit = torch.zeros_like(bounds)
     unit[1] = 1.0
 
-    devices = [bounds.device] if bounds.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+    with seeded(seed, bounds):
         X = (init_X.to(bounds) if init_X is not None
              else draw_sobol_samples(bounds=bounds, n=num_init, q=1, seed=seed).squeeze(-2))
         Y, F = problem(X), problem.evaluate_true(X)
