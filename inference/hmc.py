@@ -463,8 +463,8 @@ def run_batched_hmc(grad_and_value: GradAndValue, init: Tensor, *, num_warmup: i
     return HMCRun(draws, rows, eps, imm, t_len)
 
 
-@renamed_kwargs(value_and_grad="grad_and_value")
-def ascend(grad_and_value: GradAndValue, z0: Tensor, steps: int, lr: float = 1e-2) -> Tensor:
+@renamed_kwargs(value_and_grad="grad_and_value", steps="num_steps")
+def ascend(grad_and_value: GradAndValue, z0: Tensor, num_steps: int, lr: float = 1e-2) -> Tensor:
     """Adam ascent of every chain's log density from ``z0`` ``[chains, D]``; the best point of each chain.
 
     Li, Rudner & Wilson (arXiv 2305.20028) start their HMC chain from a network pre-trained by
@@ -476,24 +476,24 @@ def ascend(grad_and_value: GradAndValue, z0: Tensor, steps: int, lr: float = 1e-
     Args:
         grad_and_value: ``fn(z [chains, D]) -> (grad [chains, D], log_density [chains])``.
         z0: start points ``[chains, D]``.
-        steps: Adam steps (0 returns ``z0``).
+        num_steps: Adam steps (0 returns ``z0``; ``steps`` before 0.2).
         lr: Adam's learning rate.
 
     Returns:
         ``[chains, D]``: per chain, the visited point with the highest finite log density
         (``z0``'s row when no step improved on it).
     """
-    steps, lr = check_int(steps, "steps", 0), positive_float(lr, "lr")
+    num_steps, lr = check_int(num_steps, "num_steps", 0), positive_float(lr, "lr")
     z = z0.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([z], lr=lr)
     best, best_lp = z0.detach().clone(), torch.full(z0.shape[:1], -math.inf, dtype=z0.dtype, device=z0.device)
-    for i in range(steps + 1):
+    for i in range(num_steps + 1):
         grad, lp = grad_and_value(z.detach())
         ok = torch.isfinite(lp) & torch.isfinite(grad).all(-1)
         better = ok & (lp > best_lp)
         best = torch.where(better.unsqueeze(-1), z.detach(), best)
         best_lp = torch.where(better, lp, best_lp)
-        if i == steps:
+        if i == num_steps:
             break
         # a chain that left the finite region restarts from its best point
         z.data = torch.where(ok.unsqueeze(-1), z.detach(), best)

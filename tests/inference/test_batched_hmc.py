@@ -324,17 +324,17 @@ def test_ascend_finds_each_chains_own_mode(tkwargs):
 
     z0 = torch.tensor([[0.0, 0.0], [3.0, -3.0], [-2.0, 0.0]], **tkwargs)
     vg = autograd_grad_and_value(log_density)
-    z = ascend(vg, z0, steps=600, lr=0.05)
+    z = ascend(vg, z0, num_steps=600, lr=0.05)
     torch.testing.assert_close(z[:2], mean[:2], atol=2e-2, rtol=0)
     assert -3.0 <= float(z[2, 0]) < -2.9
     lp = log_density(z)
     assert bool(torch.isfinite(lp).all()) and float(lp[2]) > float(log_density(z0)[2])
-    torch.testing.assert_close(ascend(vg, z0, steps=0), z0)
+    torch.testing.assert_close(ascend(vg, z0, num_steps=0), z0)
     # the same chain alone or in a batch ends at the same point (Adam is elementwise)
-    alone = ascend(lambda w: tuple(t[1:2] for t in vg(torch.cat([z0[:1], w, z0[2:]]))), z0[1:2], steps=50)
-    torch.testing.assert_close(ascend(vg, z0, steps=50)[1:2], alone)
+    alone = ascend(lambda w: tuple(t[1:2] for t in vg(torch.cat([z0[:1], w, z0[2:]]))), z0[1:2], num_steps=50)
+    torch.testing.assert_close(ascend(vg, z0, num_steps=50)[1:2], alone)
     with pytest.raises(ValueError, match="steps"):
-        ascend(vg, z0, steps=-1)
+        ascend(vg, z0, num_steps=-1)
 
 
 def test_pretraining_starts_chains_near_a_mode(tkwargs):
